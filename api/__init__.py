@@ -1,0 +1,1 @@
+"""FastAPI prediction service over exported tabfm models."""

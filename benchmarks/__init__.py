@@ -1,0 +1,1 @@
+"""Benchmarks of tabfm against gradient-boosted trees (run from the repository root)."""

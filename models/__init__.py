@@ -1,0 +1,1 @@
+"""Neural networks of tabfm: pure ``nn.Module``s with config dataclasses and no I/O."""

@@ -1,0 +1,1 @@
+"""Synthetic-prior generator: whole tabular datasets sampled from random structural causal models."""

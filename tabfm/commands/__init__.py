@@ -1,0 +1,1 @@
+"""Subcommands of the ``tabfm`` command line, one module each."""
