@@ -6,6 +6,8 @@ a bug in tabfm.
 
 from __future__ import annotations
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class TabFMError(Exception):
     """Base class of every exception raised on purpose by tabfm."""
@@ -23,7 +25,7 @@ class TabFMTypeError(TypeError, TabFMUserError):
     """Input of a type tabfm cannot read (a ``TypeError``, as scikit-learn expects)."""
 
 
-class NotFittedError(TabFMUserError, AttributeError):
+class NotFittedError(TabFMUserError, _SklearnNotFittedError):
     """A method that needs a fitted estimator was called before ``fit``."""
 
 
