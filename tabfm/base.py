@@ -53,7 +53,12 @@ class TabularEstimator(BaseEstimator):
             raise TabFMValidationError(
                 f"X and y have different numbers of rows: X has {n_x}, y has {n_y}"
             )
+        if n_x < 2:
+            raise TabFMValidationError(
+                f"n_samples={n_x}: {type(self).__name__} needs at least 2 rows to fit"
+            )
         preprocessor = TablePreprocessor(categorical_features=self.categorical_features)
+        preprocessor.owner = type(self).__name__
         X_enc = preprocessor.fit_transform(X)
         y_enc = self._encode_target(y)
         self.preprocessor_ = preprocessor

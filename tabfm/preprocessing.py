@@ -125,7 +125,7 @@ def _from_pandas(frame: Any) -> tuple[list[Any], list[_Column]]:
 def _from_numpy(array: np.ndarray) -> tuple[None, list[_Column]]:
     if array.ndim == 1:
         raise TabFMValidationError(
-            "Expected a 2D table, got a 1D array instead; reshape it with X.reshape(-1, 1) "
+            "Expected a 2D table, got a 1D array instead. Reshape your data with X.reshape(-1, 1) "
             "for a single feature or X.reshape(1, -1) for a single row"
         )
     if array.ndim != 2:
@@ -171,12 +171,16 @@ def read_table(X: Any) -> tuple[list[Any] | None, list[_Column]]:
 
 
 def n_rows_of(X: Any) -> int:
-    """Number of rows of any supported table or target, without converting it."""
+    """Number of rows of any supported table or target, without converting it if it can."""
     if hasattr(X, "shape") and len(getattr(X, "shape", ())) >= 1:
         return int(X.shape[0])
     if hasattr(X, "num_rows"):
         return int(X.num_rows)
-    return len(X)
+    try:
+        return len(X)
+    except TypeError:
+        array = np.asarray(X)
+        return int(array.shape[0]) if array.ndim else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +244,8 @@ class TablePreprocessor:
         Number of codes of each categorical column, missing and unseen included; 0 for numeric.
     """
 
+    owner = "TablePreprocessor"  # the estimator's class name, for error messages
+
     def __init__(self, categorical_features: Any = None) -> None:
         self.categorical_features = categorical_features
 
@@ -251,7 +257,7 @@ class TablePreprocessor:
 
     def fit_transform(self, X: Any) -> np.ndarray:
         names, columns = read_table(X)
-        _check_not_empty(columns, names)
+        _check_not_empty(columns, n_rows_of(X))
         has_names = names is not None and all(isinstance(n, str) for n in names)
         if names is not None and not has_names and any(isinstance(n, str) for n in names):
             raise TabFMTypeError(
@@ -317,7 +323,7 @@ class TablePreprocessor:
         if not hasattr(self, "categorical_mask_"):
             raise TabFMValidationError("this TablePreprocessor is not fitted yet; call fit first")
         names, columns = read_table(X)
-        _check_not_empty(columns, names, n_expected=self.n_features_in_)
+        _check_not_empty(columns, n_rows_of(X))
         columns, display = self._align(names, columns)
         return self._encode(columns, display)
 
@@ -344,11 +350,11 @@ class TablePreprocessor:
             return [columns[i] for i in order], expected
         if len(columns) != self.n_features_in_:
             raise TabFMValidationError(
-                f"X has {len(columns)} features, but this model is expecting {self.n_features_in_} features as input."
+                f"X has {len(columns)} features, but {self.owner} is expecting {self.n_features_in_} features as input."
             )
         if fitted_names is not None and not has_names:
             warnings.warn(
-                "X does not have valid feature names, but the model was fitted with feature names; "
+                f"X does not have valid feature names, but {self.owner} was fitted with feature names; "
                 "columns are taken by position",
                 UserWarning,
                 stacklevel=4,
@@ -356,7 +362,7 @@ class TablePreprocessor:
             return columns, list(fitted_names)
         if fitted_names is None and has_names:
             warnings.warn(
-                "X has feature names, but the model was fitted without feature names; "
+                f"X has feature names, but {self.owner} was fitted without feature names; "
                 "columns are taken by position",
                 UserWarning,
                 stacklevel=4,
@@ -414,15 +420,14 @@ class TablePreprocessor:
         return self
 
 
-def _check_not_empty(columns: list[_Column], names: list[Any] | None, n_expected: int | None = None) -> None:
+def _check_not_empty(columns: list[_Column], n_rows: int) -> None:
     if not columns:
         raise TabFMValidationError(
-            "0 feature(s) (shape=(n, 0)) while a minimum of 1 is required: X has no columns"
+            f"0 feature(s) (shape=({n_rows}, 0)) while a minimum of 1 is required. X has no columns"
         )
-    n_rows = len(columns[0].values)
-    if n_rows == 0:
+    if len(columns[0].values) == 0:
         raise TabFMValidationError(
-            f"0 sample(s) (shape=(0, {len(columns)})) while a minimum of 1 is required: X has no rows"
+            f"0 sample(s) (shape=(0, {len(columns)})) while a minimum of 1 is required. X has no rows"
         )
 
 

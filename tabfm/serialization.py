@@ -127,6 +127,7 @@ def load_estimator(path: str | Path, device: str = "auto") -> Any:
     estimator.preprocessor_ = TablePreprocessor.from_dict(
         document["preprocessor"], categorical_features=params.get("categorical_features")
     )
+    estimator.preprocessor_.owner = cls.__name__
     estimator.n_features_in_ = estimator.preprocessor_.n_features_in_
     if hasattr(estimator.preprocessor_, "feature_names_in_"):
         estimator.feature_names_in_ = estimator.preprocessor_.feature_names_in_
