@@ -176,3 +176,15 @@ def test__device__cuda_without_gpu__clear_error() -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(TabFMValidationError, match="no CUDA GPU"):
         MeanClassifier(device="cuda").fit(np.eye(3), [0, 1, 1])
+
+
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test__sklearn_contract__base__all_checks_pass() -> None:
+    """The base alone must satisfy every check; model families inherit this."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    for estimator in (MeanClassifier(), MeanRegressor()):
+        failed = [r for r in check_estimator(estimator, on_fail=None) if r["status"] == "failed"]
+        assert failed == [], [(r["check_name"], str(r["exception"])[:200]) for r in failed]
