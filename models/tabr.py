@@ -1,0 +1,268 @@
+"""TabR: an MLP whose prediction for a row also looks at its nearest training rows.
+
+The encoder maps a row to a hidden vector ``x`` and a key ``k`` (a linear map of the optionally
+normalised ``x``). Retrieval takes the ``m`` training rows whose keys are nearest in squared L2
+distance, weighs them by a softmax over the negative distances, and mixes in their values
+``label_embedding(y_i) + T(k - k_i)``; a residual predictor turns the mixed vector into the output.
+
+Retrieval here is exact top-m in torch, chunked over candidates so that memory stays bounded; a
+different search (an approximate index, for very large training sets) can be passed as
+``search=``. While training, the caller passes the batch's own positions among the candidates
+(``self_idx``) and those are never retrieved: a row must not see its own label.
+
+Letters in shape comments: B rows in a batch, N candidates, m context size, D width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.numeric_embeddings import OneHotEncoding, PiecewiseLinearEmbeddings
+
+SearchFn = Callable[[Tensor, Tensor, int, "Tensor | None"], Tensor]
+
+
+@torch.no_grad()
+def exact_search(
+    queries: Tensor,
+    candidates: Tensor,
+    m: int,
+    exclude: Tensor | None = None,
+    *,
+    chunk_size: int = 16384,
+) -> Tensor:
+    """Indices of the ``m`` nearest candidates of each query (squared L2), nearest first.
+
+    Parameters
+    ----------
+    queries : Tensor (B, D)
+    candidates : Tensor (N, D)
+    m : int
+        Number of neighbours; must not exceed the candidates left after exclusion.
+    exclude : Tensor (B,), optional
+        For each query, one candidate index that must never be returned (its own row).
+    chunk_size : int
+        Candidates scored at a time; memory is O(B * (chunk_size + m)).
+
+    Returns
+    -------
+    Tensor (B, m) of int64 candidate indices.
+    """
+    n_candidates = candidates.shape[0]
+    limit = n_candidates - (1 if exclude is not None else 0)
+    if not 1 <= m <= limit:
+        raise ValueError(f"m must be in [1, {limit}] for {n_candidates} candidates, however: m={m}")
+    q_sq = queries.square().sum(-1, keepdim=True)  # (B, 1)
+    best_d = queries.new_empty((queries.shape[0], 0))
+    best_i = torch.empty((queries.shape[0], 0), dtype=torch.long, device=queries.device)
+    for start in range(0, n_candidates, chunk_size):
+        chunk = candidates[start : start + chunk_size]  # (C, D)
+        dist = q_sq - 2.0 * queries @ chunk.T + chunk.square().sum(-1)  # (B, C)
+        idx = torch.arange(start, start + chunk.shape[0], device=queries.device).expand_as(dist)
+        if exclude is not None:
+            dist = dist.masked_fill(idx == exclude.unsqueeze(1), torch.inf)
+        dist, idx = torch.cat([best_d, dist], 1), torch.cat([best_i, idx], 1)
+        top = dist.topk(min(m, dist.shape[1]), dim=1, largest=False, sorted=True)
+        best_d, best_i = top.values, idx.gather(1, top.indices)
+    return best_i
+
+
+@dataclass(frozen=True)
+class TabRConfig:
+    """Architecture of :class:`TabR` (defaults: the paper's untuned "TabR-S" configuration).
+
+    ``n_classes=None`` means regression (one output, labels embedded by a linear map);
+    ``d_embedding > 0`` puts numeric features through piecewise-linear embeddings.
+    """
+
+    n_num_features: int
+    n_classes: int | None
+    cat_cardinalities: tuple[int, ...] = field(default_factory=tuple)
+    d_main: int = 265
+    d_multiplier: float = 2.0
+    encoder_n_blocks: int = 0
+    predictor_n_blocks: int = 1
+    mixer_normalization: bool | None = None  # None: only when the encoder has blocks
+    context_dropout: float = 0.389
+    dropout0: float = 0.389
+    dropout1: float = 0.0
+    context_size: int = 96
+    d_embedding: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_num_features < 0 or (self.n_num_features == 0 and not self.cat_cardinalities):
+            raise ValueError(
+                "TabR needs at least one feature, however: "
+                f"n_num_features={self.n_num_features}, cat_cardinalities={self.cat_cardinalities}"
+            )
+        if self.n_classes is not None and self.n_classes < 2:
+            raise ValueError(f"n_classes must be None (regression) or >= 2, however: n_classes={self.n_classes}")
+        for name in ("d_main", "context_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, however: {name}={getattr(self, name)}")
+
+    @property
+    def d_out(self) -> int:
+        return 1 if self.n_classes is None else self.n_classes
+
+    @property
+    def d_block(self) -> int:
+        return int(self.d_main * self.d_multiplier)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, config: TabRConfig, *, prenorm: bool) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            *([nn.LayerNorm(config.d_main)] if prenorm else []),
+            nn.Linear(config.d_main, config.d_block),
+            nn.ReLU(),
+            nn.Dropout(config.dropout0),
+            nn.Linear(config.d_block, config.d_main),
+            nn.Dropout(config.dropout1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+class TabR(nn.Module):
+    """Retrieval-augmented MLP (TabR).
+
+    Parameters
+    ----------
+    config : TabRConfig
+    bins : sequence of Tensor, optional
+        Bin edges per numeric feature, required when ``config.d_embedding > 0``.
+
+    Shape
+    -----
+    - :meth:`encode`: ``x_num (B, n_num)``, ``x_cat (B, n_cat)`` -> ``x (B, D)``, ``k (B, D)``
+    - :meth:`forward`: the same inputs plus ``candidate_k (N, D)`` and ``candidate_y (N,)``
+      -> ``(B, d_out)`` (logits, or the value for regression)
+    """
+
+    def __init__(self, config: TabRConfig, *, bins: Sequence[Tensor] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        d_main = config.d_main
+        self.num_embeddings: PiecewiseLinearEmbeddings | None = None
+        d_in = sum(config.cat_cardinalities)
+        if config.d_embedding > 0 and config.n_num_features > 0:
+            if bins is None or len(bins) != config.n_num_features:
+                raise ValueError(f"bins must hold {config.n_num_features} tensors of edges when d_embedding > 0")
+            self.num_embeddings = PiecewiseLinearEmbeddings(bins, d_embedding=config.d_embedding)
+            d_in += config.n_num_features * config.d_embedding
+        else:
+            d_in += config.n_num_features
+        self.one_hot = OneHotEncoding(config.cat_cardinalities) if config.cat_cardinalities else None
+
+        # Encoder E.
+        self.linear = nn.Linear(d_in, d_main)
+        self.encoder = nn.Sequential(*(_ResidualBlock(config, prenorm=i > 0) for i in range(config.encoder_n_blocks)))
+        # Retrieval R.
+        use_norm = config.mixer_normalization
+        if use_norm is None:
+            use_norm = config.encoder_n_blocks > 0
+        self.key_norm = nn.LayerNorm(d_main) if use_norm else nn.Identity()
+        self.key = nn.Linear(d_main, d_main)
+        if config.n_classes is None:
+            self.label_embedding: nn.Module = nn.Linear(1, d_main)
+            nn.init.uniform_(self.label_embedding.weight, -(2**-0.5), 2**-0.5)
+            nn.init.uniform_(self.label_embedding.bias, -(2**-0.5), 2**-0.5)
+        else:
+            self.label_embedding = nn.Embedding(config.n_classes, d_main)
+            nn.init.uniform_(self.label_embedding.weight, -1.0, 1.0)
+        self.transform = nn.Sequential(
+            nn.Linear(d_main, config.d_block),
+            nn.ReLU(),
+            nn.Dropout(config.dropout0),
+            nn.Linear(config.d_block, d_main, bias=False),
+        )
+        self.context_dropout = nn.Dropout(config.context_dropout)
+        # Predictor P.
+        self.predictor = nn.Sequential(*(_ResidualBlock(config, prenorm=True) for _ in range(config.predictor_n_blocks)))
+        self.head = nn.Sequential(nn.LayerNorm(d_main), nn.ReLU(), nn.Linear(d_main, config.d_out))
+
+    def encode(self, x_num: Tensor | None, x_cat: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Hidden vectors and retrieval keys of a batch of rows, both ``(B, D)``."""
+        parts = []
+        if self.config.n_num_features > 0:
+            if x_num is None:
+                raise ValueError(f"x_num is required: the model has {self.config.n_num_features} numeric features")
+            parts.append(x_num if self.num_embeddings is None else self.num_embeddings(x_num).flatten(1))
+        if self.one_hot is not None:
+            if x_cat is None:
+                raise ValueError("x_cat is required: the model has categorical features")
+            parts.append(self.one_hot(x_cat))
+        x = self.encoder(self.linear(torch.cat(parts, dim=1)))  # (B, D)
+        return x, self.key(self.key_norm(x))
+
+    @torch.no_grad()
+    def encode_keys(
+        self, x_num: Tensor | None, x_cat: Tensor | None, *, batch_size: int = 4096
+    ) -> Tensor:
+        """Keys ``(N, D)`` of many rows, computed in batches without gradients (the predict cache)."""
+        n = (x_num if x_num is not None else x_cat).shape[0]
+        keys = [
+            self.encode(
+                None if x_num is None else x_num[i : i + batch_size],
+                None if x_cat is None else x_cat[i : i + batch_size],
+            )[1]
+            for i in range(0, n, batch_size)
+        ]
+        return torch.cat(keys)
+
+    def embed_labels(self, y: Tensor) -> Tensor:
+        """Label embeddings ``(..., D)`` of class codes (long) or standardised values (float)."""
+        if self.config.n_classes is None:
+            return self.label_embedding(y.float().unsqueeze(-1))
+        return self.label_embedding(y.long())
+
+    def mix(self, x: Tensor, k: Tensor, context_k: Tensor, context_y: Tensor) -> Tensor:
+        """Mix the retrieved context into ``x`` and predict: ``(B, D)``, ``(B, m, D)`` -> ``(B, d_out)``."""
+        diff = k.unsqueeze(1) - context_k  # (B, m, D)
+        weights = F.softmax(-diff.square().sum(-1), dim=-1)  # (B, m)
+        weights = self.context_dropout(weights)
+        values = self.embed_labels(context_y) + self.transform(diff)  # (B, m, D)
+        x = x + torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, D)
+        return self.head(self.predictor(x))
+
+    def forward(
+        self,
+        x_num: Tensor | None,
+        x_cat: Tensor | None,
+        *,
+        candidate_k: Tensor,
+        candidate_y: Tensor,
+        self_idx: Tensor | None = None,
+        search: SearchFn | None = None,
+    ) -> Tensor:
+        """Predict a batch given the candidates' keys and labels.
+
+        ``self_idx`` (B,) gives each row's own position among the candidates while training;
+        that candidate is never retrieved. ``candidate_k`` may carry gradients (training) or
+        be a cached, detached tensor (prediction).
+        """
+        x, k = self.encode(x_num, x_cat)
+        context_idx = self.retrieve(k, candidate_k, self_idx=self_idx, search=search)  # (B, m)
+        return self.mix(x, k, candidate_k[context_idx], candidate_y[context_idx])
+
+    def retrieve(
+        self,
+        k: Tensor,
+        candidate_k: Tensor,
+        *,
+        self_idx: Tensor | None = None,
+        search: SearchFn | None = None,
+    ) -> Tensor:
+        """Indices ``(B, m)`` of the context rows among the candidates (never ``self_idx``)."""
+        n_available = candidate_k.shape[0] - (0 if self_idx is None else 1)
+        m = min(self.config.context_size, n_available)
+        search = search or exact_search
+        return search(k.detach(), candidate_k.detach(), m, self_idx)
