@@ -1,0 +1,163 @@
+"""The benchmark runner end to end on two tiny datasets written here, plus its metric helpers."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# benchmarks/ is not installed; it runs from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import data as bdata
+from benchmarks import models as bmodels
+from benchmarks import run as brun
+
+
+def _write_datasets(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n = 90
+    x1 = rng.normal(size=n)
+    x2 = rng.normal(size=n)
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    y = ((x1 + (colour == "red") + 0.3 * rng.normal(size=n)) > 0.5).astype(np.int64)
+    x2[rng.random(n) < 0.15] = np.nan
+    colour = pd.Series(colour, dtype="object")
+    colour[rng.random(n) < 0.1] = None
+    pd.DataFrame({"x1": x1, "x2": x2, "colour": colour.astype("category"), "target": y}).to_parquet(
+        folder / "tiny_binary.parquet"
+    )
+    m = 70
+    a, b = rng.normal(size=m), rng.uniform(size=m)
+    pd.DataFrame({"a": a, "b": b, "target": 2 * a - b + 0.1 * rng.normal(size=m)}).to_parquet(
+        folder / "tiny_regression.parquet"
+    )
+    pd.DataFrame(
+        {"name": ["tiny_binary", "tiny_regression"], "task": ["binary", "regression"]}
+    ).to_csv(folder / "catalogue.csv", index=False)
+    return folder
+
+
+def _argv(data_dir: Path, out: Path, models: str, *extra: str) -> list[str]:
+    return ["--data-dir", str(data_dir), "--models", models, "--seeds", "2", "--max-train-rows", "50",
+            "--out", str(out), "--no-progress", *extra]  # fmt: skip
+
+
+def _failing(task: str, seed: int):
+    class Failing:
+        def fit(self, X, y):
+            raise RuntimeError("deliberate failure in fit")
+
+    return Failing()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return _write_datasets(folder)
+
+
+@pytest.mark.slow
+def test_run__two_tiny_datasets__one_row_per_fit_and_errors_recorded(
+    tiny_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(bmodels.MODELS, "failing", _failing)
+    out = tmp_path / "results.csv"
+    argv = _argv(tiny_dir, out, "linear,lightgbm,failing,no_such_model", "--summary", str(tmp_path / "s.md"),
+                 "--plot", str(tmp_path / "s.png"))  # fmt: skip
+    assert brun.main(argv) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == brun.COLUMNS
+    assert len(df) == 2 * 4 * 2  # datasets × models × seeds
+    assert not df.duplicated(["dataset", "model", "seed"]).any()
+
+    good = df[df.model.isin(["linear", "lightgbm"])]
+    assert good.error.isna().all(), good.error.dropna().tolist()
+    cls, reg = good[good.task == "binary"], good[good.task == "regression"]
+    assert cls.roc_auc.between(0.5, 1).all() and cls.log_loss.gt(0).all()
+    assert cls.rmse.isna().all() and reg.roc_auc.isna().all() and reg.accuracy.isna().all()
+    assert reg.r2.gt(0.5).all()  # the regression target is nearly linear
+    assert (good.n_train <= 50).all() and (good.n_train + good.n_test <= 90).all()
+    assert (cls.n_features == 3).all() and (reg.n_features == 2).all()
+
+    errors = df.set_index("model").error
+    assert errors.loc["failing"].str.startswith("RuntimeError: deliberate failure").all()
+    assert errors.loc["no_such_model"].str.startswith("KeyError").all()
+
+    printed = capsys.readouterr().out
+    assert "mean_rank" in printed and "lightgbm" in printed
+    assert "| linear |" in (tmp_path / "s.md").read_text()
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_run__resume__adds_no_rows_and_keeps_them(tiny_dir, tmp_path):
+    out = tmp_path / "results.csv"
+    assert brun.main(_argv(tiny_dir, out, "linear")) == 0
+    before = out.read_text()
+    assert brun.main(_argv(tiny_dir, out, "linear", "--resume")) == 0
+    assert out.read_text() == before
+    # A new model on resume adds only its own rows.
+    assert brun.main(_argv(tiny_dir, out, "linear,lightgbm", "--resume")) == 0
+    df = pd.read_csv(out)
+    assert sorted(df.model.value_counts().items()) == [("lightgbm", 4), ("linear", 4)]
+
+
+def test_run__same_split_for_every_model(tiny_dir, tmp_path):
+    out = tmp_path / "results.csv"
+    brun.main(_argv(tiny_dir, out, "linear,lightgbm"))
+    df = pd.read_csv(out)
+    sizes = df.groupby(["dataset", "seed"])[["n_train", "n_test"]].nunique()
+    assert (sizes == 1).all().all()
+
+
+def test_suite__openml_unreachable__fails_within_seconds(tmp_path, monkeypatch):
+    openml = pytest.importorskip("openml")
+    # A TEST-NET address never answers, so this exercises the connect timeout online or offline.
+    monkeypatch.setattr(openml.config, "server", "https://192.0.2.1/api/v1/xml")
+    start = time.monotonic()
+    code = brun.main(["--suite", "openml:99", "--cache-dir", str(tmp_path / "cache"),
+                      "--out", str(tmp_path / "r.csv"), "--no-progress"])  # fmt: skip
+    assert code == 2
+    assert time.monotonic() - start < 10
+
+
+def test_check_online__closed_port__raises_connection_error():
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="cannot reach the OpenML server"):
+        bdata.check_online("http://127.0.0.1:9", timeout_s=3)
+    assert time.monotonic() - start < 5
+
+
+def test_macro_ovr_auc__class_absent_from_test__averages_present_classes():
+    y = np.array([0, 0, 1, 1])  # class 2 absent
+    proba = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    assert brun.macro_ovr_auc(y, proba) == pytest.approx(1.0)
+    assert np.isnan(brun.macro_ovr_auc(np.zeros(3, int), np.full((3, 2), 0.5)))
+
+
+def test_evaluate__class_missing_from_training__scores_all_classes():
+    X = pd.DataFrame({"x": np.arange(12, dtype=float)})
+    split = bdata.Split(X.iloc[:8], X.iloc[8:], np.array([0, 1] * 4), np.array([0, 1, 2, 2]))
+    row = brun.evaluate("linear", "multiclass", 0, split, 3)
+    assert np.isfinite(row["log_loss"]) and 0 <= row["accuracy"] <= 0.5
+
+
+def test_make_split__singleton_class__falls_back_with_note():
+    X = pd.DataFrame({"x": np.arange(20.0)})
+    y = np.array([0] * 10 + [1] * 9 + [2])
+    split = bdata.make_split(bdata.Dataset("d", "multiclass", X, y), 0, max_train_rows=10)
+    assert "unstratified" in split.note
+    assert len(split.y_train) == 10 and len(split.y_test) == 6
+
+
+def test_catboost__large_multiclass__skips_with_reason():
+    model = bmodels.CatBoostNative(task="multiclass", seed=0, max_multiclass_work=10)
+    X = pd.DataFrame({"x": np.arange(6.0)})
+    with pytest.raises(bmodels.ModelSkipped, match="3 classes × 6 rows"):
+        model.fit(X, np.array([0, 1, 2, 0, 1, 2]))
