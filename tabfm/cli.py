@@ -11,6 +11,7 @@ import sys
 # Imports are deferred to the module's ``func`` so that ``tabfm --help`` stays fast.
 COMMAND_MODULES = [
     "tabfm.commands.demo",
+    "tabfm.commands.prior",
 ]
 
 
