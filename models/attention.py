@@ -1,0 +1,219 @@
+"""Attention for tabular in-context learning: one interface, exact or inducing-point.
+
+Two layers of the network use attention between *sets*:
+
+* :class:`MultiHeadAttention`: plain multi-head attention of queries over keys/values, with an
+  optional key mask and rotary position embeddings (used inside a row, over its features, and by
+  the column embedding).
+* :class:`ContextAttention`: rows of a table (training and test) read the training rows, the
+  "context". The context is first turned into a *summary* (keys and values), then any row reads
+  it. Training rows never read test rows and test rows never read each other, by construction:
+  the summary is a function of the training rows only.
+
+  - ``kind="full"``: the summary is the keys and values of every context row (exact softmax
+    attention, cost ``O(N * N_ctx)``).
+  - ``kind="inducing"``: ``m`` learned inducing queries per head attend over the context keys;
+    the summary is the attention-weighted average of the context keys *and* values, ``m`` of each
+    per head. Every row then attends over those ``m`` pairs (cost ``O(N * m)``). The same
+    projections are used as in the exact kind, so the two agree exactly whenever every context row
+    is the same (in particular with a single context row): each pooled key/value is then that
+    row's key/value. The summary is a softmax-weighted sum over context rows, so it can be
+    computed per data partition and merged with a log-sum-exp.
+
+Both kinds compute ``softmax(q k^T / sqrt(d)) v`` with ``F.scaled_dot_product_attention`` when
+running eagerly (fused, memory-efficient on CPU) and with an explicit matmul + softmax while
+tracing or exporting to ONNX; the two give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.icl_layers import apply_rope
+
+__all__ = ["AttentionConfig", "ContextAttention", "MultiHeadAttention", "attend"]
+
+AttentionKind = Literal["full", "inducing"]
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Configuration of the row-level (in-context) attention.
+
+    Parameters
+    ----------
+    kind : {"full", "inducing"}
+        ``"full"``: exact softmax attention over every training row. ``"inducing"``: ``n_inducing``
+        learned points per head summarise the training rows; every row reads the summary.
+    n_heads : int
+        Number of attention heads; must divide the model width.
+    n_inducing : int
+        Number of inducing points per head (``kind="inducing"`` only).
+    """
+
+    kind: AttentionKind = "inducing"
+    n_heads: int = 4
+    n_inducing: int = 32
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("full", "inducing"):
+            raise ValueError(f"AttentionConfig.kind must be 'full' or 'inducing', got kind={self.kind!r}")
+        if self.n_heads < 1:
+            raise ValueError(f"AttentionConfig.n_heads must be >= 1, got n_heads={self.n_heads}")
+        if self.n_inducing < 1:
+            raise ValueError(f"AttentionConfig.n_inducing must be >= 1, got n_inducing={self.n_inducing}")
+
+
+def _use_explicit() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
+           explicit: bool | None = None) -> Tensor:
+    """Scaled dot-product attention ``softmax(q k^T / sqrt(d)) v``.
+
+    Parameters
+    ----------
+    q : Tensor
+        ``(..., H, Lq, dh)`` queries.
+    k : Tensor
+        ``(..., H, Lk, dh)`` keys (same leading dimensions as ``q``).
+    v : Tensor
+        ``(..., H, Lk, dv)`` values.
+    key_mask : Tensor, optional
+        Boolean, broadcastable to ``(..., H, Lq, Lk)``; ``True`` marks keys that may be read. Every
+        query must be able to read at least one key.
+    explicit : bool, optional
+        Force the explicit matmul + softmax path (``True``) or the fused kernel (``False``). By
+        default the explicit path is used only while tracing or exporting.
+
+    Returns
+    -------
+    Tensor
+        ``(..., H, Lq, dv)``.
+    """
+    if explicit is None:
+        explicit = _use_explicit()
+    if explicit:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (..., H, Lq, Lk)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+    lead = q.shape[:-3]
+    q4 = q.reshape(-1, *q.shape[-3:])  # (B', H, Lq, dh)
+    k4 = k.reshape(-1, *k.shape[-3:])
+    v4 = v.reshape(-1, *v.shape[-3:])
+    mask4 = None
+    if key_mask is not None:
+        mask4 = key_mask.expand(*lead, *key_mask.shape[-3:]).reshape(-1, *key_mask.shape[-3:])
+    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask4)
+    return out.reshape(*lead, *out.shape[-3:])
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention of a query set over a key/value set.
+
+    Parameters
+    ----------
+    d_model : int
+        Width of queries, keys/values inputs and output.
+    n_heads : int
+        Number of heads; must divide ``d_model``.
+    bias : bool
+        Whether the projections have a bias.
+
+    Shape
+    -----
+    ``x_q``: ``(..., Lq, D)``, ``x_kv``: ``(..., Lk, D)`` -> ``(..., Lq, D)``.
+    """
+
+    def __init__(self, *, d_model: int, n_heads: int, bias: bool = True) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        x = x.unflatten(-1, (self.n_heads, self.head_dim))  # (..., L, H, dh)
+        return x.transpose(-2, -3)  # (..., H, L, dh)
+
+    def project_kv(self, x_kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values ``(..., H, Lk, dh)`` of a key/value set ``(..., Lk, D)``."""
+        return self._heads(self.k_proj(x_kv)), self._heads(self.v_proj(x_kv))
+
+    def read(self, x_q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
+             rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Queries ``(..., Lq, D)`` read projected keys/values ``(..., H, Lk, dh)``."""
+        q = self._heads(self.q_proj(x_q))  # (..., H, Lq, dh)
+        if rope is not None:
+            q = apply_rope(q, *rope)
+        out = attend(q, k, v, key_mask=key_mask)  # (..., H, Lq, dh)
+        return self.out_proj(out.transpose(-2, -3).flatten(-2))  # (..., Lq, D)
+
+    def forward(self, x_q: Tensor, x_kv: Tensor, *, key_mask: Tensor | None = None,
+                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Attention of ``x_q`` over ``x_kv``; ``rope`` (cos, sin) rotates queries and keys alike,
+        so it requires ``x_q`` and ``x_kv`` to be the same sequence."""
+        k, v = self.project_kv(x_kv)
+        if rope is not None:
+            k = apply_rope(k, *rope)
+        return self.read(x_q, k, v, key_mask=key_mask, rope=rope)
+
+
+class ContextAttention(nn.Module):
+    """Rows read a summary of the context (training) rows; exact or through inducing points.
+
+    Use :meth:`summarize` once on the (normalised) context rows, then :meth:`read` for any rows;
+    ``forward(x, x_ctx)`` does both.
+
+    Parameters
+    ----------
+    d_model : int
+        Row width ``D``.
+    config : AttentionConfig
+        Kind, number of heads and of inducing points.
+
+    Shape
+    -----
+    ``summarize``: ``(B, N_ctx, D)`` -> keys, values ``(B, H, M, dh)`` with ``M = N_ctx`` (full) or
+    ``M = n_inducing`` (inducing). ``read``: ``(B, N, D)`` -> ``(B, N, D)``.
+    """
+
+    def __init__(self, *, d_model: int, config: AttentionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mha = MultiHeadAttention(d_model=d_model, n_heads=config.n_heads)
+        if config.kind == "inducing":
+            head_dim = d_model // config.n_heads
+            # Queries in key space; unit-scale entries give sharp but not saturated first softmaxes.
+            self.inducing = nn.Parameter(torch.randn(config.n_heads, config.n_inducing, head_dim))
+        else:
+            self.register_parameter("inducing", None)
+
+    def summarize(self, x_ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values that stand for the context rows ``(B, N_ctx, D)``."""
+        k, v = self.mha.project_kv(x_ctx)  # (B, H, N_ctx, dh) each
+        if self.inducing is None:
+            return k, v
+        dh = k.shape[-1]
+        q = self.inducing.expand(k.shape[0], *self.inducing.shape)  # (B, H, m, dh)
+        pooled = attend(q, k, torch.cat([k, v], dim=-1))  # (B, H, m, 2 dh)
+        return pooled[..., :dh], pooled[..., dh:]
+
+    def read(self, x: Tensor, summary: tuple[Tensor, Tensor]) -> Tensor:
+        """Rows ``(B, N, D)`` read a summary from :meth:`summarize`."""
+        return self.mha.read(x, *summary)
+
+    def forward(self, x: Tensor, x_ctx: Tensor) -> Tensor:
+        return self.read(x, self.summarize(x_ctx))

@@ -1,0 +1,185 @@
+"""Distribution-aware column embedding: every cell is embedded knowing its column's training values.
+
+Steps, per column and with weights shared across columns (any number of features):
+
+1. :func:`column_statistics`: robust location and scale from the *training* cells only (NaN
+   ignored; one winsorising pass at ``mean ± 4 std`` so a few outliers do not set the scale).
+2. :func:`cell_inputs`: three channels per cell, ``(z, missing, categorical)``: ``z`` is the value
+   standardised with those statistics and clipped, 0 when missing; ``missing`` is a 0/1 flag;
+   ``categorical`` flags columns of integer codes, which are standardised like ordinal values (the
+   estimators shuffle code order per ensemble member and the prior produces both ordered and
+   shuffled codes, so the network learns not to trust the order).
+3. A small MLP lifts the channels to width ``d``; then ``n_blocks`` induced-set blocks: ``m``
+   learned inducing points read the column's training cells (set-transformer style), and every
+   cell, training or test, reads that summary back. Test cells never enter a summary.
+
+The summaries and statistics are what :class:`models.icl.ICLContext` stores for a fitted context.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from models.attention import MultiHeadAttention
+from models.icl_layers import FeedForward, make_norm
+
+__all__ = ["ColumnEmbedding", "cell_inputs", "column_statistics"]
+
+
+def _masked_mean_std(values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+    count = observed.sum(dim=1).clamp_min(1).to(values.dtype)  # (B, F)
+    mean = torch.where(observed, values, 0.0).sum(dim=1) / count
+    var = torch.where(observed, (values - mean.unsqueeze(1)) ** 2, 0.0).sum(dim=1) / count
+    return mean, var.sqrt()
+
+
+def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> tuple[Tensor, Tensor]:
+    """Robust per-column mean and standard deviation of the training rows.
+
+    Parameters
+    ----------
+    x_train : Tensor
+        ``(B, R_train, F)``, NaN where missing.
+    clip_sigma : float
+        Values beyond ``mean ± clip_sigma * std`` are clipped before the final estimate.
+
+    Returns
+    -------
+    tuple of Tensor
+        ``mean`` and ``std``, each ``(B, F)``. Columns that are constant (or entirely missing) get
+        ``std = 1`` so that their cells standardise to 0 instead of amplifying rounding noise.
+    """
+    observed = ~torch.isnan(x_train)
+    values = torch.where(observed, x_train, 0.0)
+    mean, std = _masked_mean_std(values, observed)
+    lo = (mean - clip_sigma * std).unsqueeze(1)
+    hi = (mean + clip_sigma * std).unsqueeze(1)
+    mean, std = _masked_mean_std(torch.minimum(torch.maximum(values, lo), hi), observed)
+    constant = std <= 1e-6 * (1.0 + mean.abs())
+    return mean, torch.where(constant, torch.ones_like(std), std)
+
+
+def cell_inputs(x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor, *,
+                clip_value: float) -> Tensor:
+    """Per-cell input channels ``(z, missing, categorical)``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(B, R, F)`` raw cells, NaN where missing.
+    mean, std : Tensor
+        ``(B, F)`` statistics from :func:`column_statistics`.
+    categorical : Tensor
+        ``(B, F)`` bool.
+    clip_value : float
+        Standardised values are clipped to ``[-clip_value, clip_value]``.
+
+    Returns
+    -------
+    Tensor
+        ``(B, F, R, 3)`` (columns first, ready for per-column set attention).
+    """
+    missing = torch.isnan(x)
+    z = (x - mean.unsqueeze(1)) / std.unsqueeze(1)
+    z = torch.where(missing, 0.0, z).clamp(-clip_value, clip_value)  # (B, R, F)
+    cat = categorical.unsqueeze(1).expand_as(z).to(z.dtype)
+    channels = torch.stack([z, missing.to(z.dtype), cat], dim=-1)  # (B, R, F, 3)
+    return channels.transpose(1, 2)  # (B, F, R, 3)
+
+
+class InducedSetBlock(nn.Module):
+    """``m`` inducing points read a set; every element then reads them back (pre-norm, residual).
+
+    Shape: ``summarize``: ``(N, L_ctx, d)`` -> ``(N, m, d)``; ``read``: ``(N, L, d)`` -> ``(N, L, d)``.
+    """
+
+    def __init__(self, *, d: int, n_inducing: int, n_heads: int, d_ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.inducing = nn.Parameter(torch.randn(n_inducing, d))
+        self.norm_ctx = make_norm(d)
+        self.pool = MultiHeadAttention(d_model=d, n_heads=n_heads)
+        self.norm_pool = make_norm(d)
+        self.ffn_pool = FeedForward(d, d_ffn, dropout=dropout)
+        self.norm_summary = make_norm(d)
+        self.norm_read = make_norm(d)
+        self.read_attn = MultiHeadAttention(d_model=d, n_heads=n_heads)
+        self.norm_ffn = make_norm(d)
+        self.ffn = FeedForward(d, d_ffn, dropout=dropout)
+
+    def summarize(self, e_ctx: Tensor) -> Tensor:
+        s = self.inducing.expand(e_ctx.shape[0], *self.inducing.shape)  # (N, m, d)
+        s = s + self.pool(s, self.norm_ctx(e_ctx))
+        s = s + self.ffn_pool(self.norm_pool(s))
+        return self.norm_summary(s)
+
+    def read(self, e: Tensor, summary: Tensor) -> Tensor:
+        e = e + self.read_attn(self.norm_read(e), summary)
+        return e + self.ffn(self.norm_ffn(e))
+
+
+class ColumnEmbedding(nn.Module):
+    """Embeds each cell from its value and a learned summary of its column's training values.
+
+    Parameters
+    ----------
+    d : int
+        Cell embedding width.
+    n_inducing : int
+        Inducing points per column summary.
+    n_blocks : int
+        Induced-set blocks (each has its own summary).
+    n_heads : int
+        Attention heads in the blocks.
+    d_ffn : int
+        Hidden width of the feed-forward layers.
+    clip_value : float
+        Clip of standardised values.
+    dropout : float
+        Dropout in the feed-forward layers.
+
+    Shape
+    -----
+    ``embed_train``: ``x_train (B, R_train, F)`` -> cells ``(B, F, R_train, d)``, statistics and
+    summaries. ``embed``: ``x (B, R, F)`` with statistics and summaries -> ``(B, F, R, d)``.
+    """
+
+    def __init__(self, *, d: int, n_inducing: int, n_blocks: int, n_heads: int, d_ffn: int,
+                 clip_value: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.clip_value = clip_value
+        self.lift = nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(
+            InducedSetBlock(d=d, n_inducing=n_inducing, n_heads=n_heads, d_ffn=d_ffn, dropout=dropout)
+            for _ in range(n_blocks)
+        )
+
+    def _lift(self, x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor) -> Tensor:
+        return self.lift(cell_inputs(x, mean, std, categorical, clip_value=self.clip_value))
+
+    def embed_train(self, x_train: Tensor, categorical: Tensor
+                    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
+        """Embed the training cells and return ``(cells, mean, std, summaries)``.
+
+        ``summaries`` holds one ``(B, F, m, d)`` tensor per block.
+        """
+        mean, std = column_statistics(x_train)
+        e = self._lift(x_train, mean, std, categorical)  # (B, F, R_train, d)
+        b, f = e.shape[:2]
+        e = e.flatten(0, 1)  # (B*F, R_train, d)
+        summaries = []
+        for block in self.blocks:
+            s = block.summarize(e)  # (B*F, m, d)
+            e = block.read(e, s)
+            summaries.append(s.unflatten(0, (b, f)))
+        return e.unflatten(0, (b, f)), mean, std, tuple(summaries)
+
+    def embed(self, x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor,
+              summaries: tuple[Tensor, ...]) -> Tensor:
+        """Embed any cells ``(B, R, F)`` against stored statistics and summaries -> ``(B, F, R, d)``."""
+        e = self._lift(x, mean, std, categorical)  # (B, F, R, d)
+        b, f = e.shape[:2]
+        e = e.flatten(0, 1)  # (B*F, R, d)
+        for block, s in zip(self.blocks, summaries, strict=True):
+            e = block.read(e, s.flatten(0, 1))
+        return e.unflatten(0, (b, f))

@@ -1,0 +1,388 @@
+"""The in-context-learning (ICL) transformer for tables, in the TabICL line, sized for a CPU budget.
+
+A table of ``R`` rows (training rows first) and ``F`` features becomes predictions for its test
+rows in one pass, in three stages:
+
+1. **Column embedding** (:mod:`models.column_embedding`): each cell is standardised with its
+   column's training statistics and embedded after reading a learned summary of that column's
+   training cells (``n_col_inducing`` inducing points). Shared weights, any number of features.
+2. **Row interaction** (:class:`RowEncoder`): a small transformer over each row's cells plus
+   ``n_cls`` learned CLS tokens; rotary position embeddings over the feature index make columns
+   distinguishable even when their marginal distributions are identical (positions count only
+   real features, so padding anywhere changes nothing). The CLS outputs and the mean of the
+   feature tokens are concatenated and projected to the row vector of width ``d_model``.
+3. **In-context transformer over rows** (:class:`ICLBlock`): training rows get their label
+   embedded; ``n_thinking_rows`` learned rows join them as extra context. In every block the
+   context rows (training + thinking) read the context; test rows read the context only
+   (:class:`models.attention.ContextAttention`, exact or inducing). An MLP head gives logits.
+
+Because test rows only ever *read* summaries of the training rows, the network splits into
+:meth:`ICLTransformer.encode_context` (a pure function of the weights and training rows:
+statistics, column summaries and per-block keys/values) and
+:meth:`ICLTransformer.predict_from_context`; ``forward`` is exactly these two calls.
+
+Letters in shape comments: B tables, R rows, F features, D row width, d cell width, H heads,
+M summary length (context rows or inducing points), T tokens in a row (CLS + features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from models.attention import AttentionConfig, ContextAttention, MultiHeadAttention, _use_explicit
+from models.column_embedding import ColumnEmbedding
+from models.heads import BarDistribution, MLPHead
+from models.icl_layers import FeedForward, make_norm, rope_angles
+
+__all__ = ["ICLBlock", "ICLConfig", "ICLContext", "ICLTransformer", "RowEncoder"]
+
+
+@dataclass(frozen=True)
+class ICLConfig:
+    """Architecture of :class:`ICLTransformer` (defaults: ~0.9M parameters).
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+        Classification embeds class indices; regression embeds the standardised target and adds
+        a :class:`models.heads.BarDistribution` with ``n_outputs`` bins.
+    n_outputs : int
+        Maximum number of classes (classification) or number of bins (regression).
+    d_model : int
+        Width of the row vectors and of the in-context transformer.
+    d_cell : int
+        Width of cell embeddings (column embedding and row interaction).
+    d_cell_ffn : int
+        Hidden width of the cell-level feed-forward layers.
+    n_cell_heads : int
+        Heads of the cell-level attention (column summaries and row interaction).
+    n_col_inducing : int
+        Inducing points summarising each column's training cells.
+    n_col_blocks : int
+        Induced-set blocks of the column embedding.
+    n_row_blocks : int
+        Transformer blocks over a row's cells.
+    n_cls : int
+        Learned CLS tokens per row; their outputs are concatenated into the row vector.
+    n_icl_blocks : int
+        Blocks of the in-context transformer over rows.
+    d_ffn : int
+        Hidden width of the in-context feed-forward layers and of the output head.
+    n_thinking_rows : int
+        Learned rows added to every context (extra scratch space for the in-context blocks).
+    attention : AttentionConfig
+        Attention over rows (kind ``"inducing"`` or ``"full"``, heads, inducing points). A dict
+        is accepted and converted, so ``ICLConfig(**config.to_dict())`` round-trips.
+    dropout : float
+        Dropout in feed-forward layers.
+    clip_value : float
+        Standardised cell values are clipped to ``±clip_value``.
+    rope_base : float
+        Wavelength base of the rotary feature-position embeddings.
+    """
+
+    task: Literal["classification", "regression"] = "classification"
+    n_outputs: int = 10
+    d_model: int = 128
+    d_cell: int = 32
+    d_cell_ffn: int = 64
+    n_cell_heads: int = 4
+    n_col_inducing: int = 16
+    n_col_blocks: int = 1
+    n_row_blocks: int = 2
+    n_cls: int = 4
+    n_icl_blocks: int = 6
+    d_ffn: int = 256
+    n_thinking_rows: int = 4
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    dropout: float = 0.0
+    clip_value: float = 6.0
+    rope_base: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attention, dict):
+            object.__setattr__(self, "attention", AttentionConfig(**self.attention))
+        if self.task not in ("classification", "regression"):
+            raise ValueError(f"ICLConfig.task must be 'classification' or 'regression', got task={self.task!r}")
+        min_outputs = 3 if self.task == "regression" else 2
+        if self.n_outputs < min_outputs:
+            raise ValueError(f"ICLConfig.n_outputs must be >= {min_outputs} for {self.task}, got n_outputs={self.n_outputs}")
+        if self.d_model % self.attention.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by attention.n_heads={self.attention.n_heads}")
+        if self.d_cell % self.n_cell_heads or (self.d_cell // self.n_cell_heads) % 2:
+            raise ValueError(
+                f"d_cell / n_cell_heads must be an even integer (rotary embeddings), got d_cell={self.d_cell}, "
+                f"n_cell_heads={self.n_cell_heads}"
+            )
+        for name in ("n_col_inducing", "n_col_blocks", "n_cls", "n_icl_blocks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ICLConfig.{name} must be >= 1, got {name}={getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (the nested attention config as a dict)."""
+        return asdict(self)
+
+
+@dataclass
+class ICLContext:
+    """Everything needed to predict test rows of a table: a pure function of weights and training rows.
+
+    Attributes
+    ----------
+    mean, std : Tensor
+        ``(B, F)`` per-column statistics of the training rows.
+    feature_mask, categorical : Tensor
+        ``(B, F)`` bool.
+    column_summaries : tuple of Tensor
+        One ``(B, F, n_col_inducing, d_cell)`` per column-embedding block.
+    keys, values : tuple of Tensor
+        One ``(B, H, M, dh)`` each per in-context block: every context row (``M = R_train +
+        n_thinking_rows``, exact attention) or the pooled inducing summary (``M = n_inducing``).
+    """
+
+    mean: Tensor
+    std: Tensor
+    feature_mask: Tensor
+    categorical: Tensor
+    column_summaries: tuple[Tensor, ...]
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Flat name -> tensor mapping (e.g. for safetensors or ONNX constants)."""
+        out = {"mean": self.mean, "std": self.std, "feature_mask": self.feature_mask,
+               "categorical": self.categorical}
+        for name in ("column_summaries", "keys", "values"):
+            for i, t in enumerate(getattr(self, name)):
+                out[f"{name}.{i}"] = t
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> ICLContext:
+        """Inverse of :meth:`tensors`."""
+        def seq(name: str) -> tuple[Tensor, ...]:
+            n = sum(1 for key in tensors if key.startswith(name + "."))
+            return tuple(tensors[f"{name}.{i}"] for i in range(n))
+
+        return cls(mean=tensors["mean"], std=tensors["std"], feature_mask=tensors["feature_mask"],
+                   categorical=tensors["categorical"], column_summaries=seq("column_summaries"),
+                   keys=seq("keys"), values=seq("values"))
+
+    def map(self, fn: Any) -> ICLContext:
+        """Apply ``fn`` to every tensor (e.g. ``lambda t: t.detach().to(device)``)."""
+        kwargs = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kwargs[f.name] = tuple(fn(t) for t in value) if isinstance(value, tuple) else fn(value)
+        return ICLContext(**kwargs)
+
+
+class RowBlock(nn.Module):
+    """Pre-norm self-attention + feed-forward over the tokens of each row."""
+
+    def __init__(self, *, d: int, n_heads: int, d_ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_attn = make_norm(d)
+        self.attn = MultiHeadAttention(d_model=d, n_heads=n_heads)
+        self.norm_ffn = make_norm(d)
+        self.ffn = FeedForward(d, d_ffn, dropout=dropout)
+
+    def forward(self, t: Tensor, key_mask: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        n = self.norm_attn(t)
+        t = t + self.attn(n, n, key_mask=key_mask, rope=rope)
+        return t + self.ffn(self.norm_ffn(t))
+
+
+class RowEncoder(nn.Module):
+    """Compresses each row's cell embeddings into one row vector.
+
+    Shape: cells ``(B, F, R, d)``, ``feature_mask (B, F)`` -> rows ``(B, R, D)``.
+    """
+
+    def __init__(self, *, d: int, d_out: int, n_cls: int, n_blocks: int, n_heads: int, d_ffn: int,
+                 rope_base: float, dropout: float) -> None:
+        super().__init__()
+        self.n_cls = n_cls
+        self.head_dim = d // n_heads
+        self.rope_base = rope_base
+        self.cls = nn.Parameter(torch.randn(n_cls, d))
+        self.blocks = nn.ModuleList(
+            RowBlock(d=d, n_heads=n_heads, d_ffn=d_ffn, dropout=dropout) for _ in range(n_blocks)
+        )
+        self.norm_out = make_norm(d)
+        self.proj = nn.Linear((n_cls + 1) * d, d_out)
+        self.norm_row = make_norm(d_out)
+
+    def forward(self, cells: Tensor, feature_mask: Tensor) -> Tensor:
+        b, f, r, d = cells.shape
+        tokens = cells.transpose(1, 2)  # (B, R, F, d)
+        t = torch.cat([self.cls.expand(b, r, self.n_cls, d), tokens], dim=2)  # (B, R, T, d)
+        real = torch.cat([torch.ones_like(feature_mask[:, :1]).expand(b, self.n_cls), feature_mask], dim=1)  # (B, T)
+        key_mask = real[:, None, None, None, :]  # (B, 1, 1, 1, T): broadcast over rows, heads, queries
+        # CLS tokens sit at position 0; real features at 1, 2, ... in order, skipping padding.
+        positions = torch.cat([torch.zeros_like(real[:, : self.n_cls], dtype=torch.float32),
+                               torch.cumsum(feature_mask.to(torch.float32), dim=1)], dim=1)  # (B, T)
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_base)  # (B, T, dh/2)
+        rope = (cos[:, None, None], sin[:, None, None])  # (B, 1, 1, T, dh/2)
+        for block in self.blocks:
+            t = block(t, key_mask, rope)
+        t = self.norm_out(t)
+        weights = feature_mask.to(t.dtype)[:, None, :, None]  # (B, 1, F, 1)
+        pooled = (t[:, :, self.n_cls:] * weights).sum(2) / weights.sum(2).clamp_min(1.0)  # (B, R, d)
+        row = torch.cat([t[:, :, : self.n_cls].flatten(2), pooled], dim=-1)  # (B, R, (n_cls+1) d)
+        return self.norm_row(self.proj(row))  # (B, R, D)
+
+
+class ICLBlock(nn.Module):
+    """Pre-norm in-context block: rows read a summary of the context rows, then a feed-forward."""
+
+    def __init__(self, *, d: int, d_ffn: int, attention: AttentionConfig, dropout: float) -> None:
+        super().__init__()
+        self.norm_attn = make_norm(d)
+        self.attn = ContextAttention(d_model=d, config=attention)
+        self.norm_ffn = make_norm(d)
+        self.ffn = FeedForward(d, d_ffn, dropout=dropout)
+
+    def summarize(self, h_ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values ``(B, H, M, dh)`` standing for the context rows ``(B, N_ctx, D)``."""
+        return self.attn.summarize(self.norm_attn(h_ctx))
+
+    def read(self, h: Tensor, summary: tuple[Tensor, Tensor]) -> Tensor:
+        """Update rows ``(B, N, D)`` from a context summary."""
+        h = h + self.attn.read(self.norm_attn(h), summary)
+        return h + self.ffn(self.norm_ffn(h))
+
+
+class ICLTransformer(nn.Module):
+    """In-context learner for tables: logits for test rows given labelled training rows.
+
+    Parameters
+    ----------
+    config : ICLConfig
+        Architecture.
+
+    Shape
+    -----
+    ``forward``: ``x (B, R, F)``, ``y_train (B, R_train)`` -> logits ``(B, R - R_train, n_outputs)``.
+    """
+
+    def __init__(self, config: ICLConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.column_embedding = ColumnEmbedding(
+            d=c.d_cell, n_inducing=c.n_col_inducing, n_blocks=c.n_col_blocks, n_heads=c.n_cell_heads,
+            d_ffn=c.d_cell_ffn, clip_value=c.clip_value, dropout=c.dropout,
+        )
+        self.row_encoder = RowEncoder(
+            d=c.d_cell, d_out=c.d_model, n_cls=c.n_cls, n_blocks=c.n_row_blocks, n_heads=c.n_cell_heads,
+            d_ffn=c.d_cell_ffn, rope_base=c.rope_base, dropout=c.dropout,
+        )
+        if c.task == "classification":
+            self.label_embedding: nn.Module = nn.Embedding(c.n_outputs, c.d_model)
+            self.bar_distribution = None
+        else:
+            self.label_embedding = nn.Linear(1, c.d_model)
+            self.bar_distribution = BarDistribution(c.n_outputs)
+        self.thinking_rows = nn.Parameter(torch.randn(c.n_thinking_rows, c.d_model))
+        self.blocks = nn.ModuleList(
+            ICLBlock(d=c.d_model, d_ffn=c.d_ffn, attention=c.attention, dropout=c.dropout)
+            for _ in range(c.n_icl_blocks)
+        )
+        self.norm_out = make_norm(c.d_model)
+        self.head = MLPHead(d=c.d_model, d_hidden=c.d_ffn, n_outputs=c.n_outputs, dropout=c.dropout)
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def _masks(x: Tensor, feature_mask: Tensor | None, categorical: Tensor | None) -> tuple[Tensor, Tensor]:
+        b, _, f = x.shape
+        if feature_mask is None:
+            feature_mask = torch.ones(b, f, dtype=torch.bool, device=x.device)
+        if categorical is None:
+            categorical = torch.zeros(b, f, dtype=torch.bool, device=x.device)
+        if feature_mask.shape != (b, f) or categorical.shape != (b, f):
+            raise ValueError(
+                f"feature_mask and categorical must have shape (B, F)={(b, f)}, got "
+                f"{tuple(feature_mask.shape)} and {tuple(categorical.shape)}"
+            )
+        return feature_mask.to(torch.bool), categorical.to(torch.bool) & feature_mask.to(torch.bool)
+
+    def _embed_labels(self, y_train: Tensor) -> Tensor:
+        if self.config.task == "regression":
+            y = y_train.to(torch.float32).clamp(-self.config.clip_value, self.config.clip_value)
+            return self.label_embedding(y.unsqueeze(-1))  # (B, R_train, D)
+        if not _use_explicit():
+            bad = ~torch.isfinite(y_train) | (y_train < 0) | (y_train >= self.config.n_outputs) | (y_train != y_train.round())
+            if bool(bad.any()):
+                raise ValueError(
+                    f"y_train must hold class indices 0..{self.config.n_outputs - 1} for classification, "
+                    f"got values such as {y_train[bad][:3].tolist()}"
+                )
+        return self.label_embedding(y_train.long())  # (B, R_train, D)
+
+    # ---------------------------------------------------------------- inference
+    def encode_context(self, x_train: Tensor, y_train: Tensor, *, feature_mask: Tensor | None = None,
+                       categorical: Tensor | None = None) -> ICLContext:
+        """Summarise the training rows: a pure function of the weights and ``(x_train, y_train)``.
+
+        Parameters
+        ----------
+        x_train : Tensor
+            ``(B, R_train, F)`` float, NaN where missing; padded features hold 0.
+        y_train : Tensor
+            ``(B, R_train)``: class indices as floats, or the standardised target.
+        feature_mask, categorical : Tensor, optional
+            ``(B, F)`` bool: real features (default all) and categorical ones (default none).
+
+        Returns
+        -------
+        ICLContext
+        """
+        if y_train.shape != x_train.shape[:2]:
+            raise ValueError(f"y_train must have shape (B, R_train)={tuple(x_train.shape[:2])}, got {tuple(y_train.shape)}")
+        feature_mask, categorical = self._masks(x_train, feature_mask, categorical)
+        x_train = torch.where(feature_mask[:, None, :], x_train, 0.0)
+        cells, mean, std, summaries = self.column_embedding.embed_train(x_train, categorical)
+        h = self.row_encoder(cells, feature_mask) + self._embed_labels(y_train)  # (B, R_train, D)
+        h = torch.cat([self.thinking_rows.expand(h.shape[0], -1, -1), h], dim=1)  # (B, N_ctx, D)
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            summary = block.summarize(h)
+            keys.append(summary[0])
+            values.append(summary[1])
+            if i + 1 < len(self.blocks):  # the last block's context update would never be read
+                h = block.read(h, summary)
+        return ICLContext(mean=mean, std=std, feature_mask=feature_mask, categorical=categorical,
+                          column_summaries=summaries, keys=tuple(keys), values=tuple(values))
+
+    def predict_from_context(self, context: ICLContext, x_test: Tensor) -> Tensor:
+        """Logits ``(B, R_test, n_outputs)`` for test rows ``(B, R_test, F)``; rows are independent."""
+        x_test = torch.where(context.feature_mask[:, None, :], x_test, 0.0)
+        cells = self.column_embedding.embed(x_test, context.mean, context.std, context.categorical,
+                                            context.column_summaries)  # (B, F, R_test, d)
+        h = self.row_encoder(cells, context.feature_mask)  # (B, R_test, D)
+        for block, k, v in zip(self.blocks, context.keys, context.values, strict=True):
+            h = block.read(h, (k, v))
+        return self.head(self.norm_out(h))
+
+    def forward(self, x: Tensor, y_train: Tensor, *, feature_mask: Tensor | None = None,
+                categorical: Tensor | None = None) -> Tensor:
+        """Logits for the test rows of ``x (B, R, F)`` whose first ``y_train.shape[1]`` rows are training rows.
+
+        Returns
+        -------
+        Tensor
+            ``(B, R - R_train, n_outputs)``. Classes ``>= C`` are not masked here.
+        """
+        n_train = y_train.shape[1]
+        if not 0 < n_train < x.shape[1]:
+            raise ValueError(f"need 0 < R_train < R, got R_train={n_train} (y_train.shape[1]) and R={x.shape[1]}")
+        context = self.encode_context(x[:, :n_train], y_train, feature_mask=feature_mask, categorical=categorical)
+        return self.predict_from_context(context, x[:, n_train:])
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
