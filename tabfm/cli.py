@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = [
     "tabfm.commands.demo",
     "tabfm.commands.prior",
+    "tabfm.commands.pretrain",
 ]
 
 

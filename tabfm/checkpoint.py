@@ -1,0 +1,93 @@
+"""ICL model checkpoints: one safetensors file (weights + config) and a JSON model card beside it.
+
+The safetensors header holds only the format and the architecture, never run-specific numbers, so
+that the same weights always give the same bytes (git then stores a shipped checkpoint and an
+identical resume state once). Weights are stored in float16 by default: half the bytes in the
+repository, and the network runs in float32 after loading. No pickle is involved anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from models.icl import ICLConfig, ICLTransformer
+from tabfm.errors import TabFMValidationError
+
+FORMAT = "tabfm-icl"
+FORMAT_VERSION = "1"
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+
+
+def shipped_checkpoint(task: str) -> Path:
+    """Path of the pretrained checkpoint shipped in the package for ``task``."""
+    return CHECKPOINT_DIR / f"tabfm-{task}.safetensors"
+
+
+def card_path(path: str | Path) -> Path:
+    """The model card (JSON) that sits beside a checkpoint file."""
+    return Path(path).with_suffix(".json")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: ICLTransformer,
+    *,
+    card: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write ``model`` to ``path`` (safetensors) and ``card`` to the JSON beside it, atomically."""
+    path = Path(path)
+    tensors = {
+        name: (t.detach().to("cpu", dtype) if t.is_floating_point() else t.detach().cpu()).contiguous().clone()
+        for name, t in model.state_dict().items()
+    }
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(model.config.to_dict(), sort_keys=True)}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    if card is not None:
+        _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1, sort_keys=True) + "\n"))
+    return path
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The model card of a checkpoint, or an empty dict when it has none."""
+    card = card_path(path)
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ICLTransformer:
+    """Rebuild the network stored at ``path`` in float32 on ``device`` (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no tabfm checkpoint at {path}; pass checkpoint=PATH to a file written by 'tabfm pretrain'"
+        )
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise TabFMValidationError(f"{path} is not a tabfm ICL checkpoint (format={metadata.get('format')!r})")
+        if int(metadata.get("format_version", "0")) > int(FORMAT_VERSION):
+            raise TabFMValidationError(f"{path} was written by a newer tabfm (format version {metadata['format_version']})")
+        state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - safe_open has no iterator
+    model = ICLTransformer(ICLConfig(**json.loads(metadata["config"])))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(device).eval()

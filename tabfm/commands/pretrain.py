@@ -1,0 +1,71 @@
+"""``tabfm pretrain``: train the in-context model on the synthetic prior (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain the in-context model on synthetic data",
+        description="Pretrain the ICL transformer on the synthetic prior. Every stretch of CPU time "
+        "adds to the same run: --resume continues from OUT/state, or from --state-dir when OUT is new.",
+    )
+    p.add_argument("--recipe", default="default", help="prior recipe: a TOML path or a shipped name (default: default)")
+    p.add_argument("--task", choices=["classification", "regression"], required=True)
+    p.add_argument("--out", required=True, type=Path, help="run directory (full state with optimizer, logs)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state or --state-dir")
+    p.add_argument("--state-dir", type=Path, help="compact resumable state to keep in the repository")
+    p.add_argument("--ship-dir", type=Path, help="write tabfm-TASK.safetensors here when validation improves")
+    p.add_argument("--val-data-dir", type=Path, help="folder of the real validation datasets (Parquet)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (default: the schedule's end)")
+    p.add_argument("--max-minutes", type=float, help="stop after this many minutes")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--num-workers", type=int, help="prior generator processes (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads of the training process")
+    p.add_argument("--eval-every-minutes", type=float)
+    p.add_argument("--save-every-minutes", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--model", type=json.loads, help='JSON overrides of the network config, e.g. \'{"n_icl_blocks": 4}\'')
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tabfm.pretrain import PretrainConfig, Pretrainer
+
+    overrides = {
+        key: value
+        for key, value in {
+            "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers,
+            "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
+            "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
+        }.items()
+        if value is not None
+    }
+    config = PretrainConfig(task=args.task, recipe=args.recipe, **overrides)
+    if args.resume:
+        for candidate in (args.out / "state" / "config.json", args.state_dir / "config.json" if args.state_dir else None):
+            if candidate is not None and candidate.is_file():
+                # A resumed run keeps its recorded configuration; flags given now override it.
+                recorded = json.loads(candidate.read_text())
+                recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
+                config = PretrainConfig(**{**recorded, **overrides})
+                break
+    trainer = Pretrainer(
+        config, args.out, device=args.device, resume=args.resume, state_dir=args.state_dir,
+        ship_dir=args.ship_dir, val_data_dir=args.val_data_dir,
+    )
+    progress = trainer.train(max_steps=args.max_steps, max_minutes=args.max_minutes, progress_bar=not args.no_progress)
+    logger.info("stopped at step %d after %d datasets: %s", progress.step, progress.datasets_seen, json.dumps(asdict(progress)))
+    return 0

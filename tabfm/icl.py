@@ -1,0 +1,395 @@
+"""TabFMClassifier and TabFMRegressor: the pretrained in-context model as scikit-learn estimators.
+
+``fit`` runs no training: it stores the encoded training table and computes, once per ensemble
+member, the cached summary of the training rows (:meth:`ICLTransformer.encode_context`). ``predict``
+then runs only the test rows against those summaries, in chunks that bound memory.
+
+Ensemble members differ by a feature permutation (and a feature subset when there are more
+features than ``max_features``), a shuffled order of each categorical column's codes, a class
+permutation, and the numeric preprocessing (raw values for even members, a quantile-normal map for
+odd ones). Their probabilities are averaged. With more classes than the network's outputs, each
+member sees a random balanced grouping of the classes (an error-correcting output code) and
+class scores are decoded from the sum of the members' log-probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from models.icl import ICLContext, ICLTransformer
+from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
+from tabfm.checkpoint import load_checkpoint, read_card, shipped_checkpoint
+from tabfm.errors import TabFMValidationError
+from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
+
+
+@dataclass
+class Member:
+    """How one ensemble member sees the table (all plain arrays: saved as JSON, exported later)."""
+
+    features: np.ndarray  # (F_m,) column indices into the encoded table, in the member's order
+    quantile: bool  # numeric columns through the quantile-normal map
+    code_maps: list[np.ndarray | None]  # per used column: code -> member code (NaN for missing/unseen)
+    class_map: np.ndarray | None  # (n_classes,) class -> network output index (a permutation or a grouping)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": self.features.tolist(),
+            "quantile": self.quantile,
+            "code_maps": [None if m is None else np.nan_to_num(m, nan=-1).astype(int).tolist() for m in self.code_maps],
+            "class_map": None if self.class_map is None else self.class_map.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Member:
+        maps = [None if m is None else np.where(np.asarray(m) < 0, np.nan, np.asarray(m, dtype=np.float64)) for m in d["code_maps"]]
+        class_map = None if d["class_map"] is None else np.asarray(d["class_map"], dtype=np.int64)
+        return cls(np.asarray(d["features"], dtype=np.int64), bool(d["quantile"]), maps, class_map)
+
+
+class _TabFMBase(TabularEstimator):
+    """Shared fit/predict machinery of the two TabFM estimators."""
+
+    _task: ClassVar[str]
+
+    # -- fit ------------------------------------------------------------------------------------
+
+    def _load_network(self) -> ICLTransformer:
+        source = self.checkpoint
+        if isinstance(source, ICLTransformer):  # pretraining validation passes the network itself
+            network = source
+        else:
+            path = shipped_checkpoint(self._task) if source is None else Path(source)
+            network = load_checkpoint(path)
+            self.checkpoint_card_ = read_card(path).get("model", path.name)
+        if network.config.task != self._task:
+            raise TabFMValidationError(
+                f"checkpoint is a {network.config.task} network, but {type(self).__name__} needs {self._task}"
+            )
+        return network.to(self.device_).eval()
+
+    def _fit_encoded(self, X_enc: np.ndarray, y_enc: np.ndarray, rng: np.random.Generator) -> None:
+        if not (isinstance(self.n_estimators, (int, np.integer)) and self.n_estimators >= 1):
+            raise TabFMValidationError(f"n_estimators must be a positive integer, however: n_estimators={self.n_estimators!r}")
+        if not (isinstance(self.softmax_temperature, (int, float)) and self.softmax_temperature > 0):
+            raise TabFMValidationError(
+                f"softmax_temperature must be a positive number, however: softmax_temperature={self.softmax_temperature!r}"
+            )
+        self.network_ = self._load_network()
+        if self.max_context_rows is not None and len(X_enc) > self.max_context_rows:
+            keep = self._context_subsample(y_enc, rng)
+            X_enc, y_enc = X_enc[keep], y_enc[keep]
+        self.X_train_, self.y_train_ = X_enc, y_enc
+        categorical = self.preprocessor_.categorical_mask_
+        numeric = ~categorical
+        self.scaler_ = NumericScaler("quantile").fit(X_enc[:, numeric]) if numeric.any() else None
+        self.members_ = [self._make_member(i, rng) for i in range(self._n_members())]
+        self._encode_contexts()
+
+    def _context_subsample(self, y_enc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.sort(rng.choice(len(y_enc), size=self.max_context_rows, replace=False))
+
+    def _n_members(self) -> int:
+        return int(self.n_estimators)
+
+    def _make_member(self, index: int, rng: np.random.Generator) -> Member:
+        n_features = self.n_features_in_
+        limit = self.max_features or n_features
+        features = rng.permutation(n_features)[: min(limit, n_features)]
+        code_maps = []
+        for j in features:
+            cardinality = int(self.preprocessor_.cardinalities_[j])
+            if cardinality == 0:
+                code_maps.append(None)
+                continue
+            n_known = cardinality - FIRST_CATEGORY_CODE
+            mapping = np.full(cardinality, np.nan)
+            mapping[FIRST_CATEGORY_CODE:] = rng.permutation(n_known) if index > 0 else np.arange(n_known)
+            code_maps.append(mapping)
+        return Member(features.astype(np.int64), quantile=index % 2 == 1, code_maps=code_maps, class_map=self._class_map(index, rng))
+
+    def _class_map(self, index: int, rng: np.random.Generator) -> np.ndarray | None:
+        return None
+
+    def _member_table(self, member: Member, X_enc: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The member's view of an encoded table: ``(x (1, R, F_m), categorical (1, F_m))``."""
+        X = X_enc.astype(np.float64, copy=True)
+        categorical = self.preprocessor_.categorical_mask_
+        if member.quantile and self.scaler_ is not None:
+            X[:, ~categorical] = self.scaler_.transform(X[:, ~categorical])
+        X = X[:, member.features]
+        for k, mapping in enumerate(member.code_maps):
+            if mapping is not None:
+                X[:, k] = mapping[X[:, k].astype(np.int64)]
+        x = torch.as_tensor(X, dtype=torch.float32, device=self.device_)[None]
+        cat = torch.as_tensor(categorical[member.features], device=self.device_)[None]
+        return x, cat
+
+    def _train_targets(self, member: Member) -> np.ndarray:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def _encode_contexts(self) -> None:
+        self.contexts_: list[ICLContext] = []
+        for member in self.members_:
+            x, cat = self._member_table(member, self.X_train_)
+            y = torch.as_tensor(self._train_targets(member), dtype=torch.float32, device=self.device_)[None]
+            self.contexts_.append(self.network_.encode_context(x, y, categorical=cat))
+
+    # -- predict --------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _member_logits(self, member_index: int, X_enc: np.ndarray) -> np.ndarray:
+        """Logits ``(n, n_outputs)`` of one member, test rows in chunks of ``batch_size``."""
+        member, context = self.members_[member_index], self.contexts_[member_index]
+        chunks = []
+        for start in range(0, len(X_enc), self.batch_size):
+            x, _ = self._member_table(member, X_enc[start : start + self.batch_size])
+            chunks.append(self.network_.predict_from_context(context, x)[0].float().cpu().numpy())
+        return np.concatenate(chunks, axis=0)
+
+    # -- save / load ----------------------------------------------------------------------------
+
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        meta = {
+            "network": self.network_.config.to_dict(),
+            "members": [m.to_dict() for m in self.members_],
+            "scaler": None if self.scaler_ is None else {"references": self.scaler_.references_.tolist()},
+            "target": self._target_state(),
+        }
+        tensors = {f"network.{k}": v for k, v in self.network_.state_dict().items()}
+        tensors["X_train"] = torch.as_tensor(self.X_train_)
+        tensors["y_train"] = torch.as_tensor(self.y_train_)
+        if self.scaler_ is not None:
+            tensors["scaler.quantiles"] = torch.as_tensor(self.scaler_.quantiles_)
+        return meta, tensors
+
+    def _set_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        from models.icl import ICLConfig
+
+        network = ICLTransformer(ICLConfig(**meta["network"]))
+        network.load_state_dict({k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")})
+        self.network_ = network.to(self.device_).eval()
+        self.members_ = [Member.from_dict(m) for m in meta["members"]]
+        self.X_train_ = tensors["X_train"].cpu().numpy()
+        self.y_train_ = tensors["y_train"].cpu().numpy()
+        self.scaler_ = None
+        if meta["scaler"] is not None:
+            self.scaler_ = NumericScaler("quantile")
+            self.scaler_.references_ = np.asarray(meta["scaler"]["references"])
+            self.scaler_.quantiles_ = tensors["scaler.quantiles"].cpu().numpy()
+        self._restore_target(meta["target"])
+        self._encode_contexts()
+
+    def _target_state(self) -> dict[str, Any]:
+        return {}
+
+    def _restore_target(self, state: dict[str, Any]) -> None:
+        return None
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+class TabFMClassifier(TabularClassifier, _TabFMBase):
+    """The pretrained in-context classifier: no training, one forward pass per ensemble member.
+
+    Parameters
+    ----------
+    n_estimators : int, default 4
+        Ensemble members (feature, category and class permutations; raw and quantile inputs).
+    softmax_temperature : float, default 0.9
+        Logits are divided by it before the softmax; below 1 sharpens the probabilities.
+    checkpoint : str or Path, optional
+        A checkpoint written by ``tabfm pretrain``; default: the one shipped with tabfm.
+    max_context_rows : int or None, default 10000
+        Training rows beyond this are subsampled (seeded): the cost is linear in it.
+    max_features : int or None, default 50
+        Each member sees at most this many features (a random subset when there are more).
+    batch_size : int, default 1024
+        Test rows per forward pass (bounds memory at predict).
+    categorical_features : list of str or int, optional
+        Columns to treat as categorical besides those with a categorical dtype.
+    device : str, default "auto"
+        "auto" uses CUDA when a GPU is visible, else the CPU.
+    random_state : int, RandomState or None, default 0
+        Seeds the members' permutations and subsamples.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str (when X had string column names)
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from tabfm import TabFMClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> clf = TabFMClassifier(n_estimators=1).fit(X[:400], y[:400])
+    >>> bool(clf.score(X[400:], y[400:]) > 0.8)
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 4,
+        softmax_temperature: float = 0.9,
+        checkpoint: Any = None,
+        max_context_rows: int | None = 10_000,
+        max_features: int | None = 50,
+        batch_size: int = 1024,
+        categorical_features: Any = None,
+        device: str = "auto",
+        random_state: Any = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.softmax_temperature = softmax_temperature
+        self.checkpoint = checkpoint
+        self.max_context_rows = max_context_rows
+        self.max_features = max_features
+        self.batch_size = batch_size
+        self.categorical_features = categorical_features
+        self.device = device
+        self.random_state = random_state
+
+    def _n_members(self) -> int:
+        n = int(self.n_estimators)
+        if self.n_classes_ > self.network_.config.n_outputs:
+            # Enough random groupings that every pair of classes is told apart by several members.
+            n = max(n, 2 * int(np.ceil(np.log(self.n_classes_) / np.log(self.network_.config.n_outputs))) + 4)
+        return n
+
+    def _context_subsample(self, y_enc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # Keep every class: take at least one row of each before filling the rest at random.
+        first = np.array([rng.choice(np.flatnonzero(y_enc == c)) for c in range(self.n_classes_)])
+        rest = np.setdiff1d(np.arange(len(y_enc)), first)
+        extra = rng.choice(rest, size=self.max_context_rows - len(first), replace=False)
+        return np.sort(np.concatenate([first, extra]))
+
+    def _class_map(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        n_out = self.network_.config.n_outputs
+        if self.n_classes_ <= n_out:
+            return rng.permutation(self.n_classes_) if index > 0 else np.arange(self.n_classes_)
+        # Balanced random grouping of classes into n_out groups (one column of an output code).
+        groups = np.arange(self.n_classes_) % n_out
+        return groups[rng.permutation(self.n_classes_)]
+
+    def _train_targets(self, member: Member) -> np.ndarray:
+        return member.class_map[self.y_train_].astype(np.float32)
+
+    def _predict_proba_encoded(self, X_enc: np.ndarray) -> np.ndarray:
+        n_out = self.network_.config.n_outputs
+        grouped = self.n_classes_ > n_out
+        total = np.zeros((len(X_enc), self.n_classes_))
+        for i, member in enumerate(self.members_):
+            logits = self._member_logits(i, X_enc)
+            used = int(member.class_map.max()) + 1  # outputs this member's context can produce
+            logits = logits[:, :used] / self.softmax_temperature
+            log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+            member_log_p = log_p[:, member.class_map]  # (n, n_classes): each class's output
+            total += member_log_p if grouped else np.exp(member_log_p)
+        if grouped:
+            total -= total.max(axis=1, keepdims=True)
+            proba = np.exp(total)
+        else:
+            proba = total / len(self.members_)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+
+class TabFMRegressor(TabularRegressor, _TabFMBase):
+    """The pretrained in-context regressor: a distribution over the target for every row.
+
+    The network predicts a bar (Riemann) distribution over the standardised target; members'
+    distributions are averaged, and ``predict`` returns its mean (default), median or quantiles.
+
+    Parameters
+    ----------
+    n_estimators : int, default 4
+    softmax_temperature : float, default 1.0
+    checkpoint, max_context_rows, max_features, batch_size, categorical_features, device, random_state
+        As for :class:`TabFMClassifier`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from tabfm import TabFMRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> reg = TabFMRegressor(n_estimators=1).fit(X[:300], y[:300])
+    >>> reg.predict(X[300:], output="quantiles", quantiles=[0.1, 0.9]).shape
+    (142, 2)
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 4,
+        softmax_temperature: float = 1.0,
+        checkpoint: Any = None,
+        max_context_rows: int | None = 10_000,
+        max_features: int | None = 50,
+        batch_size: int = 1024,
+        categorical_features: Any = None,
+        device: str = "auto",
+        random_state: Any = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.softmax_temperature = softmax_temperature
+        self.checkpoint = checkpoint
+        self.max_context_rows = max_context_rows
+        self.max_features = max_features
+        self.batch_size = batch_size
+        self.categorical_features = categorical_features
+        self.device = device
+        self.random_state = random_state
+
+    def _fit_encoded(self, X_enc: np.ndarray, y_enc: np.ndarray, rng: np.random.Generator) -> None:
+        self.y_mean_ = float(np.mean(y_enc))
+        self.y_std_ = float(np.std(y_enc)) or 1.0
+        super()._fit_encoded(X_enc, y_enc, rng)
+
+    def _train_targets(self, member: Member) -> np.ndarray:
+        return ((self.y_train_ - self.y_mean_) / self.y_std_).astype(np.float32)
+
+    def _target_state(self) -> dict[str, Any]:
+        return {"y_mean": self.y_mean_, "y_std": self.y_std_}
+
+    def _restore_target(self, state: dict[str, Any]) -> None:
+        self.y_mean_, self.y_std_ = float(state["y_mean"]), float(state["y_std"])
+
+    def _mixture_logits(self, X_enc: np.ndarray) -> torch.Tensor:
+        """Log of the members' averaged bin probabilities, ``(n, n_bins)``."""
+        log_ps = []
+        for i in range(len(self.members_)):
+            logits = torch.as_tensor(self._member_logits(i, X_enc)) / self.softmax_temperature
+            log_ps.append(torch.log_softmax(logits, dim=-1))
+        return torch.logsumexp(torch.stack(log_ps), dim=0) - np.log(len(log_ps))
+
+    def _predict_encoded(self, X_enc: np.ndarray) -> np.ndarray:
+        bar = self.network_.bar_distribution.cpu()
+        return bar.mean(self._mixture_logits(X_enc)).numpy() * self.y_std_ + self.y_mean_
+
+    def predict(self, X: Any, output: str = "mean", quantiles: Any = None) -> np.ndarray:
+        """Predict the mean (default), the ``"median"``, or ``"quantiles"`` (shape (n, len(quantiles)))."""
+        if output == "mean":
+            return super().predict(X)
+        if output not in ("median", "quantiles"):
+            raise TabFMValidationError(f"output must be 'mean', 'median' or 'quantiles', however: output={output!r}")
+        X_enc = self._transform(X)
+        bar = self.network_.bar_distribution.cpu()
+        logits = self._mixture_logits(X_enc)
+        if output == "median":
+            return bar.median(logits).numpy() * self.y_std_ + self.y_mean_
+        q = np.atleast_1d(np.asarray(quantiles if quantiles is not None else [0.1, 0.5, 0.9], dtype=np.float64))
+        if np.any((q <= 0) | (q >= 1)):
+            raise TabFMValidationError(f"quantiles must lie strictly between 0 and 1, however: quantiles={q.tolist()}")
+        values = bar.quantile(logits, q.tolist()).numpy()
+        return values.reshape(len(X_enc), len(q)) * self.y_std_ + self.y_mean_

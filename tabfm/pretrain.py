@@ -1,0 +1,426 @@
+"""Pretraining of the in-context model on the synthetic prior: a campaign across many sessions.
+
+The loop trains :class:`models.icl.ICLTransformer` on batches from :class:`priors.BatchStream`
+(AdamW, linear warmup then cosine decay over ``total_steps``, gradient clipping, an exponential
+moving average of the weights, bf16 autocast on CUDA) and keeps three kinds of files:
+
+``OUT/`` (the run directory, not committed)
+    ``state/`` the full state with the optimizer, to resume within a machine's life;
+    ``loss_log.csv``, ``val_log.csv``, ``loss_curve.png``.
+``--state-dir`` (committed)
+    the compact state that lets the next session resume anywhere: the EMA weights in float16
+    (``ema.safetensors``) and ``progress.json``, plus the logs and the curve. Optimizer moments
+    are not kept there (they would be several MB a session); a resumed run warms them up again.
+``--ship-dir`` (committed when it improves)
+    ``tabfm-<task>.safetensors`` + model card, replaced only when the EMA weights beat the
+    shipped checkpoint's validation score on the fixed real datasets.
+
+Each step's batch is a pure function of ``(seed, step)``, so a resumed run sees exactly the batches
+it would have seen without the interruption.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from models.icl import ICLConfig, ICLTransformer
+from priors import BatchStream, PriorBatch
+from tabfm.checkpoint import card_path, read_card, save_checkpoint
+from tabfm.device import resolve_device
+from tabfm.validation import VALIDATION_DATASETS, evaluate_on_real_data
+
+logger = logging.getLogger(__name__)
+
+LOSS_FIELDS = [
+    "step", "datasets_seen", "loss", "loss_ema", "lr", "grad_norm", "n_rows", "max_features",
+    "step_s", "wait_s", "datasets_per_s", "wall_h", "cpu_h",
+]
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a pretraining run (printed at start, stored in progress.json)."""
+
+    task: str = "classification"
+    recipe: str = "default"
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 4e-4
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio at total_steps
+    warmup_steps: int = 500
+    rewarmup_steps: int = 100  # after resuming without optimizer moments
+    total_steps: int = 200_000  # horizon of the cosine: the campaign, not one session
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.998
+    # Curriculum: rows and features grow from small to the recipe's range over curriculum_steps.
+    curriculum_steps: int = 20_000
+    rows_start: tuple[int, int] = (128, 384)
+    rows_end: tuple[int, int] = (256, 1024)
+    features_start: tuple[int, int] = (3, 12)
+    features_end: tuple[int, int] = (3, 40)
+    num_workers: int = 1
+    log_every: int = 10
+    save_every_minutes: float = 10.0
+    eval_every_minutes: float = 30.0
+    threads: int = 0  # 0: torch's default
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of ICLConfig
+
+    def model_config(self) -> ICLConfig:
+        n_outputs = self.model.get("n_outputs", 10 if self.task == "classification" else 64)
+        return ICLConfig(**{**self.model, "task": self.task, "n_outputs": n_outputs})
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------
+
+
+def learning_rate(config: PretrainConfig, step: int, resumed_at: int | None = None) -> float:
+    """Warmup then cosine; after a resume without optimizer state, a short warmup again."""
+    base = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    progress = min(1.0, step / max(1, config.total_steps))
+    cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    lr = base * cosine
+    if resumed_at is not None and step >= resumed_at:
+        lr *= min(1.0, (step - resumed_at + 1) / max(1, config.rewarmup_steps))
+    return lr
+
+
+def curriculum(config: PretrainConfig):  # noqa: ANN201 - returns a ShapeSchedule
+    """``step -> (n_rows, max_features)``: log-uniform draws whose range widens with the step."""
+
+    def shape(step: int) -> tuple[int, int]:
+        t = min(1.0, step / max(1, config.curriculum_steps))
+        rng = np.random.default_rng([config.seed, 7, step])
+
+        def draw(start: tuple[int, int], end: tuple[int, int]) -> int:
+            low = start[0] + t * (end[0] - start[0])
+            high = start[1] + t * (end[1] - start[1])
+            return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+
+        return draw(config.rows_start, config.rows_end), draw(config.features_start, config.features_end)
+
+    return shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+
+def batch_loss(model: ICLTransformer, batch: PriorBatch, device: torch.device) -> torch.Tensor:
+    """Mean loss over the test rows of a batch (cross-entropy, or bar-distribution NLL)."""
+    x = batch.x.to(device)
+    y = batch.y.to(device)
+    split = batch.split
+    feature_mask = batch.feature_mask.to(device)
+    categorical = batch.categorical.to(device)
+    if batch.task == "classification":
+        logits = model(x, y[:, :split], feature_mask=feature_mask, categorical=categorical)  # (B, R_test, K)
+        n_classes = batch.n_classes.to(device)
+        absent = torch.arange(logits.shape[-1], device=device)[None, :] >= n_classes[:, None]  # (B, K)
+        logits = logits.float().masked_fill(absent[:, None, :], float("-inf"))
+        return F.cross_entropy(logits.flatten(0, 1), y[:, split:].long().flatten())
+    # Regression: standardise each dataset's target with its training rows only.
+    y_train = y[:, :split]
+    mean = y_train.mean(dim=1, keepdim=True)
+    std = y_train.std(dim=1, keepdim=True).clamp_min(1e-6)
+    y_std = (y - mean) / std
+    logits = model(x, y_std[:, :split], feature_mask=feature_mask, categorical=categorical)
+    return model.bar_distribution.nll(logits.float(), y_std[:, split:]).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# State on disk
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Counters that survive across sessions (stored as progress.json)."""
+
+    step: int = 0
+    datasets_seen: int = 0
+    wall_hours: float = 0.0
+    cpu_hours: float = 0.0
+    loss_ema: float | None = None
+    best_val: float | None = None
+    best_val_step: int | None = None
+    sessions: int = 0
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return {k: handle.get_tensor(k).float() if handle.get_tensor(k).is_floating_point() else handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+
+
+def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+class Pretrainer:
+    """Owns the model, optimizer, EMA, data stream and files of one pretraining run."""
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        out: str | Path,
+        *,
+        device: str = "auto",
+        resume: bool = False,
+        state_dir: str | Path | None = None,
+        ship_dir: str | Path | None = None,
+        val_data_dir: str | Path | None = None,
+    ) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.ship_dir = Path(ship_dir) if ship_dir else None
+        self.val_data_dir = Path(val_data_dir) if val_data_dir else None
+        self.device = resolve_device(device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.progress = Progress()
+        self.resumed_at: int | None = None
+        self.model = ICLTransformer(config.model_config()).to(self.device)
+        self.ema = ICLTransformer(config.model_config()).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.ndim < 2 or "embedding" in name or "thinking" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr, betas=(0.9, 0.98),
+        )
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        full = self.out / "state"
+        if (full / "progress.json").is_file():
+            self.model.load_state_dict(_load_weights(full / "model.safetensors"))
+            self.ema.load_state_dict(_load_weights(full / "ema.safetensors"))
+            self.optimizer.load_state_dict(torch.load(full / "optimizer.pt", map_location=self.device, weights_only=True))
+            self.progress = Progress(**json.loads((full / "progress.json").read_text()))
+            logger.info("resumed the full state of %s at step %d", self.out, self.progress.step)
+        elif self.state_dir is not None and (self.state_dir / "progress.json").is_file():
+            weights = _load_weights(self.state_dir / "ema.safetensors")
+            self.model.load_state_dict(weights)
+            self.ema.load_state_dict(weights)
+            self.progress = Progress(**json.loads((self.state_dir / "progress.json").read_text()))
+            self.resumed_at = self.progress.step
+            for name in ("loss_log.csv", "val_log.csv"):
+                if (self.state_dir / name).is_file() and not (self.out / name).exists():
+                    shutil.copy(self.state_dir / name, self.out / name)
+            logger.info("resumed the committed state %s at step %d (optimizer warms up again)", self.state_dir, self.progress.step)
+        else:
+            logger.info("no state to resume from: starting at step 0")
+        self.progress.sessions += 1
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        full = self.out / "state"
+        tmp = self.out / "state.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "progress.json").write_text(json.dumps(asdict(self.progress), indent=1))
+        (tmp / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        shutil.rmtree(full, ignore_errors=True)
+        tmp.rename(full)
+        self.plot()
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(self.state_dir / "ema.safetensors", self.ema)
+            (self.state_dir / "progress.json").write_text(json.dumps(asdict(self.progress), indent=1) + "\n")
+            (self.state_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=1) + "\n")
+            for name in ("loss_log.csv", "val_log.csv", "loss_curve.png"):
+                if (self.out / name).is_file():
+                    shutil.copy(self.out / name, self.state_dir / name)
+
+    def plot(self) -> None:
+        """Loss (smoothed) and validation score against datasets seen, as loss_curve.png."""
+        from tabfm.plots import plot_pretraining
+
+        loss_log = self.out / "loss_log.csv"
+        if loss_log.is_file():
+            plot_pretraining(loss_log, self.out / "val_log.csv", self.out / "loss_curve.png", task=self.config.task)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def validate(self) -> float | None:
+        """Score the EMA weights on the fixed real datasets; ship them when they beat the shipped ones."""
+        if self.val_data_dir is None:
+            return None
+        self.ema.eval()
+        scores = evaluate_on_real_data(self.ema, self.config.task, self.val_data_dir)
+        mean = float(np.mean(list(scores.values())))
+        row = {"step": self.progress.step, "datasets_seen": self.progress.datasets_seen, "mean": round(mean, 5)}
+        row.update({k: round(v, 5) for k, v in scores.items()})
+        _append_csv(self.out / "val_log.csv", ["step", "datasets_seen", "mean", *VALIDATION_DATASETS[self.config.task]], row)
+        logger.info("validation at step %d: mean %s = %.4f", self.progress.step, _metric(self.config.task), mean)
+        if self.progress.best_val is None or mean > self.progress.best_val:
+            self.progress.best_val, self.progress.best_val_step = mean, self.progress.step
+        if self.ship_dir is not None:
+            target = self.ship_dir / f"tabfm-{self.config.task}.safetensors"
+            shipped = read_card(target).get("validation", {}).get("mean")
+            if shipped is None or mean > shipped:
+                save_checkpoint(target, self.ema, card=self.model_card(scores, mean))
+                logger.info("shipped %s (validation %.4f > %s)", target, mean, shipped)
+        return mean
+
+    def model_card(self, scores: dict[str, float], mean: float) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "model": f"tabfm-{self.config.task}",
+            "architecture": self.ema.config.to_dict(),
+            "parameters": self.ema.n_parameters(),
+            "recipe": self.config.recipe,
+            "pretraining": {
+                "steps": p.step,
+                "datasets_seen": p.datasets_seen,
+                "cpu_hours": round(p.cpu_hours, 3),
+                "wall_hours": round(p.wall_hours, 3),
+                "sessions": p.sessions,
+                "loss_ema": None if p.loss_ema is None else round(p.loss_ema, 5),
+                "config": asdict(self.config),
+                "weights": "exponential moving average of the trained weights, stored in float16",
+            },
+            "validation": {
+                "metric": _metric(self.config.task),
+                "protocol": "n_estimators=1, seeded 70/30 split, at most 1,000 training and 500 test rows",
+                "datasets": {k: round(v, 5) for k, v in scores.items()},
+                "mean": round(mean, 5),
+            },
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train(self, *, max_steps: int | None = None, max_minutes: float | None = None, progress_bar: bool = True) -> Progress:
+        from tqdm.auto import tqdm
+
+        c = self.config
+        start_wall, start_cpu = time.time(), time.process_time()
+        last_save = last_eval = time.time()
+        first_step = self.progress.step
+        stop_step = first_step + max_steps if max_steps is not None else c.total_steps
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null_context()
+        logger.info("pretraining %s from step %d: %s parameters, config %s", c.task, first_step, f"{self.model.n_parameters():,}", json.dumps(asdict(c)))
+        if first_step == 0 or self.resumed_at is not None:
+            self.validate()
+        stream = BatchStream(
+            c.recipe, c.task, batch_size=c.batch_size, seed=c.seed, start_step=first_step,
+            num_workers=c.num_workers, shape_schedule=curriculum(c),
+        )
+        bar = tqdm(total=stop_step - first_step, disable=not progress_bar, desc=f"pretrain {c.task}", unit="step")
+        self.model.train()
+        wall_mark, cpu_mark = start_wall, start_cpu
+        try:
+            t_wait = time.time()
+            for step, batch in stream:
+                if step >= stop_step or (max_minutes is not None and time.time() - start_wall > 60 * max_minutes):
+                    break
+                t0 = time.time()
+                wait_s = t0 - t_wait
+                lr = learning_rate(c, step, self.resumed_at)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast:
+                    loss = batch_loss(self.model, batch, self.device)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+                if not math.isfinite(grad_norm):
+                    logger.warning("non-finite gradient at step %d: step skipped", step)
+                    t_wait = time.time()
+                    continue
+                self.optimizer.step()
+                self._update_ema()
+                loss_value = loss.item()
+                p = self.progress
+                p.step = step + 1
+                p.datasets_seen += batch.x.shape[0]
+                p.loss_ema = loss_value if p.loss_ema is None else 0.98 * p.loss_ema + 0.02 * loss_value
+                now, cpu_now = time.time(), time.process_time()
+                p.wall_hours += (now - wall_mark) / 3600
+                p.cpu_hours += (cpu_now - cpu_mark) / 3600
+                wall_mark, cpu_mark = now, cpu_now
+                step_s = now - t0
+                if step % c.log_every == 0:
+                    _append_csv(self.out / "loss_log.csv", LOSS_FIELDS, {
+                        "step": p.step, "datasets_seen": p.datasets_seen, "loss": round(loss_value, 5),
+                        "loss_ema": round(p.loss_ema, 5), "lr": f"{lr:.3g}", "grad_norm": round(grad_norm, 4),
+                        "n_rows": batch.x.shape[1], "max_features": batch.x.shape[2], "step_s": round(step_s, 3),
+                        "wait_s": round(wait_s, 3), "datasets_per_s": round(batch.x.shape[0] / max(step_s + wait_s, 1e-9), 2),
+                        "wall_h": round(p.wall_hours, 4), "cpu_h": round(p.cpu_hours, 4),
+                    })
+                bar.update(1)
+                bar.set_postfix(loss=f"{p.loss_ema:.4f}", lr=f"{lr:.2e}", rows=batch.x.shape[1])
+                if time.time() - last_eval > 60 * c.eval_every_minutes:
+                    self.validate()
+                    self.model.train()
+                    last_eval = time.time()
+                if time.time() - last_save > 60 * c.save_every_minutes:
+                    self.save()
+                    last_save = time.time()
+                t_wait = time.time()
+        finally:
+            stream.close()
+            bar.close()
+        self.validate()
+        self.save()
+        return self.progress
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.config.ema_decay, (1 + self.progress.step) / (10 + self.progress.step))
+        for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - decay)
+
+
+class _null_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _metric(task: str) -> str:
+    return "roc_auc" if task == "classification" else "r2"
+
+
+def config_from_args(task: str, recipe: str, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """A PretrainConfig for ``task`` with keyword overrides (``model`` merges into ICLConfig fields)."""
+    return replace(PretrainConfig(task=task, recipe=recipe), **(overrides or {}))
+
+
+__all__ = ["PretrainConfig", "Pretrainer", "batch_loss", "card_path", "curriculum", "learning_rate"]

@@ -1,0 +1,58 @@
+"""The real-data validation used during pretraining to keep the best checkpoint.
+
+A fixed handful of the public datasets (model selection only: pretraining never trains on their
+rows), a fixed seeded split and a single ensemble member, so that scores are comparable across
+sessions. The same datasets also appear in the full benchmark, which the model card says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import r2_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+
+VALIDATION_DATASETS = {
+    "classification": [
+        "credit_g", "tic_tac_toe", "ionosphere", "breast_w", "hmda", "ecoli", "yeast", "chile_vote",
+    ],
+    "regression": [
+        "207_autoPrice", "560_bodyfat", "hitters_salary", "547_no2", "windsor_houses", "1029_LEV",
+        "computer_prices", "slid_wages",
+    ],
+}
+MAX_TRAIN_ROWS = 1000
+MAX_TEST_ROWS = 500
+
+
+def load_split(data_dir: Path, name: str, task: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """Seeded 70/30 split of one dataset (stratified for classification), capped in size."""
+    frame = pd.read_parquet(Path(data_dir) / f"{name}.parquet")
+    y = frame.pop("target").to_numpy()
+    stratify = y if task == "classification" else None
+    X_train, X_test, y_train, y_test = train_test_split(frame, y, test_size=0.3, random_state=seed, stratify=stratify)
+    return X_train[:MAX_TRAIN_ROWS], X_test[:MAX_TEST_ROWS], y_train[:MAX_TRAIN_ROWS], y_test[:MAX_TEST_ROWS]
+
+
+def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> dict[str, float]:
+    """ROC-AUC (one-vs-rest macro) or R² of ``network`` on each validation dataset."""
+    from tabfm.icl import TabFMClassifier, TabFMRegressor
+
+    scores = {}
+    for name in VALIDATION_DATASETS[task]:
+        X_train, X_test, y_train, y_test = load_split(Path(data_dir), name, task)
+        if task == "classification":
+            model = TabFMClassifier(checkpoint=network, n_estimators=1, device="cpu").fit(X_train, y_train)
+            proba = model.predict_proba(X_test)
+            present = np.isin(model.classes_, y_test)
+            if len(model.classes_) == 2:
+                scores[name] = float(roc_auc_score(y_test, proba[:, 1]))
+            else:
+                proba = proba[:, present] / proba[:, present].sum(axis=1, keepdims=True)
+                scores[name] = float(roc_auc_score(y_test, proba, multi_class="ovr", labels=model.classes_[present]))
+        else:
+            model = TabFMRegressor(checkpoint=network, n_estimators=1, device="cpu").fit(X_train, y_train)
+            scores[name] = float(r2_score(y_test, model.predict(X_test)))
+    return scores
