@@ -102,7 +102,7 @@ class BarDistribution(nn.Module):
         w = self.widths.to(logits.dtype)
         y = y.to(logits.dtype)
         inner = b[1:-1].contiguous()
-        idx = torch.bucketize(y.detach(), inner).clamp(0, self.n_bins - 1)  # bin index in [0, n_bins)
+        idx = torch.bucketize(y.detach().contiguous(), inner).clamp(0, self.n_bins - 1)  # bin index in [0, n_bins)
         log_mass = log_p.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
         # Uniform inside inner bins.
         log_density = log_mass - torch.log(w[idx])

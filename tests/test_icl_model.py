@@ -1,0 +1,275 @@
+"""The in-context network and its heads: invariances, caching, padding, missing values, learning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import models.attention
+from models.attention import AttentionConfig
+from models.heads import BarDistribution
+from models.icl import ICLConfig, ICLContext, ICLTransformer
+
+KINDS = ["full", "inducing"]
+
+
+def tiny_config(kind: str = "inducing", task: str = "classification", n_outputs: int = 4) -> ICLConfig:
+    return ICLConfig(
+        task=task, n_outputs=n_outputs, d_model=16, d_cell=8, d_cell_ffn=16, n_cell_heads=2,
+        n_col_inducing=4, n_row_blocks=1, n_cls=2, n_icl_blocks=2, d_ffn=32, n_thinking_rows=2,
+        attention=AttentionConfig(kind=kind, n_heads=2, n_inducing=4),
+    )
+
+
+def tiny_model(kind: str = "inducing", task: str = "classification", seed: int = 0) -> ICLTransformer:
+    torch.manual_seed(seed)
+    return ICLTransformer(tiny_config(kind, task)).eval()
+
+
+def tiny_batch(b: int = 2, n_train: int = 12, n_test: int = 5, f: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, n_train + n_test, f, generator=g)
+    y = (x[:, :n_train, 0] > 0).float()
+    return x, y
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward__classification__returns_n_outputs_logits_per_test_row(kind):
+    x, y = tiny_batch()
+    out = tiny_model(kind)(x, y)
+    assert out.shape == (2, 5, 4)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward__equals_encode_context_then_predict(kind):
+    model = tiny_model(kind)
+    x, y = tiny_batch()
+    context = model.encode_context(x[:, :12], y)
+    torch.testing.assert_close(model(x, y), model.predict_from_context(context, x[:, 12:]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward__test_rows_changed__training_context_unchanged(kind, monkeypatch):
+    model = tiny_model(kind)
+    x, y = tiny_batch()
+    x2 = x.clone()
+    x2[:, 12:] = torch.randn(2, 5, 3) * 10
+    seen: list[ICLContext] = []
+    original = model.predict_from_context
+
+    def spy(context, x_test):
+        seen.append(context)
+        return original(context, x_test)
+
+    monkeypatch.setattr(model, "predict_from_context", spy)
+    model(x, y)
+    model(x2, y)
+    a, b = (c.tensors() for c in seen)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=0.0, rtol=0.0, msg=name)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward__subset_of_test_rows__same_predictions(kind):
+    model = tiny_model(kind)
+    x, y = tiny_batch()
+    full = model(x, y)
+    subset = model(torch.cat([x[:, :12], x[:, 14:16]], dim=1), y)
+    torch.testing.assert_close(subset, full[:, 2:4], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward__training_rows_permuted_with_labels__same_predictions(kind):
+    model = tiny_model(kind)
+    x, y = tiny_batch(n_train=20)
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    x_perm = torch.cat([x[:, :20][:, perm], x[:, 20:]], dim=1)
+    torch.testing.assert_close(model(x_perm, y[:, perm]), model(x, y), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward__padded_features_at_end_or_between__same_predictions(kind):
+    model = tiny_model(kind)
+    x, y = tiny_batch()
+    reference = model(x, y, categorical=torch.tensor([[False, True, False]] * 2))
+    for where in (3, 1):  # append two padded columns, or insert them between real ones
+        pad = torch.zeros(2, x.shape[1], 2)
+        xp = torch.cat([x[..., :where], pad, x[..., where:]], dim=-1)
+        mask = torch.ones(2, 5, dtype=torch.bool)
+        mask[:, where:where + 2] = False
+        cat = torch.zeros(2, 5, dtype=torch.bool)
+        cat[:, 1 if where == 3 else 3] = True
+        cat[:, where] = True  # a categorical flag on a padded column must not matter either
+        out = model(xp, y, feature_mask=mask, categorical=cat)
+        torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_forward__padded_tables_in_one_batch__match_each_table_alone():
+    model = tiny_model("inducing")
+    x, y = tiny_batch(b=2, f=3)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    xb = x.clone()
+    xb[1, :, 2] = 0.0
+    batched = model(xb, y, feature_mask=mask)
+    alone = model(x[1:, :, :2], y[1:])
+    torch.testing.assert_close(batched[1:], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward__nan_cells_constant_and_empty_columns__finite_outputs(kind):
+    model = tiny_model(kind)
+    x, y = tiny_batch(f=4)
+    x[:, ::3, 0] = float("nan")
+    x[:, :, 1] = 7.5  # constant column
+    x[:, :, 2] = float("nan")  # entirely missing column
+    x[:, 2, 3] = 1e30  # outlier
+    out = model(x, y)
+    assert torch.isfinite(out).all()
+
+
+def test_forward__missing_flag__changes_predictions():
+    model = tiny_model()
+    x, y = tiny_batch()
+    x_nan = x.clone()
+    x_nan[:, 13, 1] = float("nan")
+    assert (model(x_nan, y)[:, 1] - model(x, y)[:, 1]).abs().max() > 1e-6
+
+
+def test_forward__swapped_columns_with_same_marginals__distinguished():
+    # Column 1 is a permutation of column 0's values, so both have the same distribution; a
+    # network blind to feature identity would give the same answer after swapping them.
+    model = tiny_model(seed=3)
+    x, y = tiny_batch(f=2, n_train=30)
+    x[..., 1] = x[:, torch.randperm(x.shape[1]), 0]
+    swapped = x.flip(-1)
+    assert (model(x, y) - model(swapped, y)).abs().max() > 1e-4
+
+
+def test_forward__explicit_attention_path__matches_fused(monkeypatch):
+    model = tiny_model("full")
+    x, y = tiny_batch()
+    fused = model(x, y)
+    monkeypatch.setattr(models.attention, "_use_explicit", lambda: True)
+    torch.testing.assert_close(model(x, y), fused, atol=1e-5, rtol=1e-5)
+
+
+def test_context__tensors_round_trip__same_predictions():
+    model = tiny_model()
+    x, y = tiny_batch()
+    context = model.encode_context(x[:, :12], y)
+    rebuilt = ICLContext.from_tensors({k: v.clone() for k, v in context.tensors().items()})
+    assert len(rebuilt.keys) == 2 and len(rebuilt.column_summaries) == 1
+    torch.testing.assert_close(model.predict_from_context(rebuilt, x[:, 12:]),
+                               model.predict_from_context(context, x[:, 12:]))
+
+
+def test_encode_context__label_out_of_range__raises_value_error():
+    model = tiny_model()
+    x, y = tiny_batch()
+    y[0, 0] = 4.0
+    with pytest.raises(ValueError, match="class indices 0..3"):
+        model(x, y)
+
+
+def test_config__dict_round_trip__rebuilds_same_config():
+    config = tiny_config("full", "regression")
+    assert ICLConfig(**config.to_dict()) == config
+
+
+def test_default_config__parameter_count__near_one_million():
+    n = ICLTransformer(ICLConfig()).n_parameters()
+    assert 0.7e6 < n < 1.3e6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_regression__forward__logits_over_bins_and_finite_nll(kind):
+    torch.manual_seed(0)
+    config = ICLConfig(**{**tiny_config(kind).to_dict(), "task": "regression", "n_outputs": 16})
+    model = ICLTransformer(config)
+    x, _ = tiny_batch()
+    y = x[:, :12, 0] * 2.0
+    logits = model(x, y)
+    assert logits.shape == (2, 5, 16)
+    nll = model.bar_distribution.nll(logits, x[:, 12:, 0] * 2.0)
+    assert nll.shape == (2, 5) and torch.isfinite(nll).all()
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_training__few_adam_steps_on_fixed_batch__loss_decreases(task):
+    torch.manual_seed(0)
+    config = ICLConfig(**{**tiny_config("inducing").to_dict(), "task": task,
+                          "n_outputs": 16 if task == "regression" else 4})
+    model = ICLTransformer(config)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 32, 3, generator=g)
+    target = x[..., 0] - x[..., 1] if task == "regression" else (x[..., 0] > x[..., 1]).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+
+    def loss_fn() -> torch.Tensor:
+        logits = model(x, target[:, :24])
+        if task == "regression":
+            return model.bar_distribution.nll(logits, target[:, 24:]).mean()
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, 4), target[:, 24:].reshape(-1).long())
+
+    first = loss_fn().item()
+    for _ in range(12):
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+    assert loss_fn().item() < 0.8 * first
+
+
+# ------------------------------------------------------------------ bar distribution
+def test_bar_distribution__values_far_beyond_borders__finite_nll():
+    bar = BarDistribution(64)
+    logits = torch.zeros(3, 64)
+    nll = bar.nll(logits, torch.tensor([-100.0, 0.0, 1e4]))
+    assert torch.isfinite(nll).all()
+    assert nll[0] > nll[1] and nll[2] > nll[0]
+
+
+def test_bar_distribution__density__integrates_to_one():
+    bar = BarDistribution(32)
+    logits = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    grid = torch.linspace(-40, 40, 400_001)
+    density = torch.exp(-bar.nll(logits.expand(grid.numel(), 32), grid))
+    assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=2e-3)
+
+
+def test_bar_distribution__peaked_logits__mean_median_quantiles_in_that_bin():
+    bar = BarDistribution(64)
+    logits = torch.full((64,), -30.0)
+    logits[40] = 30.0
+    lo, hi = bar.borders[40].item(), bar.borders[41].item()
+    for value in (bar.mean(logits), bar.median(logits), *bar.quantile(logits, [0.1, 0.9])):
+        assert lo <= value.item() <= hi
+
+
+def test_bar_distribution__tail_mass__quantiles_beyond_borders():
+    bar = BarDistribution(16)
+    logits = torch.full((16,), -30.0)
+    logits[-1] = 30.0
+    q = bar.quantile(logits, [0.5, 0.99])
+    assert (q > bar.borders[-2]).all() and q[1] > bar.borders[-1]
+    assert bar.mean(logits) == pytest.approx(bar.borders[-2].item() + math.sqrt(2 / math.pi) * bar.widths[-1].item())
+
+
+def test_bar_distribution__quantiles__monotone_in_level():
+    bar = BarDistribution(64)
+    logits = torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    q = bar.quantile(logits, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    assert q.shape == (5, 7)
+    assert (q.diff(dim=-1) >= 0).all()
+    torch.testing.assert_close(bar.quantile(logits, 0.5), bar.median(logits))
+
+
+def test_bar_distribution__borders__symmetric_increasing_within_range():
+    b = BarDistribution(64).borders
+    assert b.shape == (65,) and (b.diff() > 0).all()
+    torch.testing.assert_close(b, -b.flip(0))
+    assert b[-1].item() == pytest.approx(5.0)
