@@ -210,6 +210,14 @@ def plot(results: pd.DataFrame, models: list[str], path: Path) -> None:
             continue
         offset = -0.17 if flag else 0.17
         for i, m in enumerate(models):
+            values = sub[m].dropna()
+            if values.empty:
+                continue
+            ax.boxplot(values, positions=[x[i] + offset], widths=0.3, showfliers=False,
+                       patch_artist=True, manage_ticks=False,
+                       boxprops={"facecolor": colour, "alpha": 0.18, "edgecolor": colour},
+                       medianprops={"color": colour}, whiskerprops={"color": colour},
+                       capprops={"color": colour})  # fmt: skip
             jitter = rng.uniform(-0.09, 0.09, len(sub))
             ax.scatter(x[i] + offset + jitter, sub[m], s=12, alpha=0.55, color=colour,
                        label=label if i == 0 else None)  # fmt: skip
@@ -220,9 +228,9 @@ def plot(results: pd.DataFrame, models: list[str], path: Path) -> None:
     ax.set_ylabel("normalised score per dataset (1 = best model)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(
-        f"Per-dataset scores, min-max over models\n(black bar: mean; {len(complete)} datasets)"
+        f"Per-dataset scores, min-max over models\n(box: quartiles, black bar: mean; {len(complete)} datasets)"
     )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
 
     ax = axes[1]

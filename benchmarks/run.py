@@ -15,6 +15,13 @@ in the test split; RMSE and R² for regression. A failing model records ``Type: 
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that spin while waiting turn a busy machine's LightGBM / XGBoost fits from
+# seconds into minutes; sleeping waiters cost little when idle. Set before any OpenMP runtime
+# loads; an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import csv
 import logging
