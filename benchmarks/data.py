@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -137,14 +139,21 @@ def check_online(url: str, timeout_s: float = 3.0) -> None:
     parsed = urlparse(url)
     host = parsed.hostname or url
     port = parsed.port or (443 if parsed.scheme != "http" else 80)
+    # Name resolution ignores socket timeouts, so it runs in a thread that is abandoned if slow.
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
+        addresses = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = addresses.result(timeout=timeout_s)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(address)
+    except (OSError, FutureTimeout) as exc:
         raise ConnectionError(
             f"cannot reach the OpenML server {host}:{port} within {timeout_s:g} s ({exc}); "
             "--suite openml:ID needs network access. Offline, use --data-dir with local Parquet files."
         ) from exc
+    finally:
+        pool.shutdown(wait=False)
 
 
 def openml_datasets(
