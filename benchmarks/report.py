@@ -139,6 +139,16 @@ def _versions() -> str:
     return ", ".join(out)
 
 
+def _busy_time(results: pd.DataFrame) -> str:
+    per_model = (
+        (results["fit_s"].fillna(0) + results["predict_s"].fillna(0))
+        .groupby(results["model"])
+        .sum()
+    )
+    parts = ", ".join(f"{m} {v / 60:.1f} min" for m, v in per_model.items())
+    return f"{per_model.sum() / 60:.1f} min ({parts})"
+
+
 def write_markdown(
     path: Path, summary: pd.DataFrame, results: pd.DataFrame, *, command: str, notes: dict[str, str]
 ) -> None:
@@ -152,9 +162,10 @@ def write_markdown(
         "",
         f"- Command: `{command}`",
         f"- Machine: {machine_description()}",
-        f"- Libraries: {_versions()}",
+        f"- Libraries: {_versions()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}",
         f"- Date: {date}",
-        f"- Rows: {len(results)} (dataset × model × seed), {len(errors)} with an error",
+        f"- Rows: {len(results)} (dataset × model × seed), {len(errors)} with an error or skip",
+        f"- Fit + predict time summed over rows: {_busy_time(results)}",
         "",
         "## Per model",
         "",
