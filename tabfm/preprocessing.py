@@ -545,7 +545,7 @@ def encode_classification_target(y: Any) -> tuple[np.ndarray, np.ndarray]:
             array = array.astype(np.float64)
         elif all(isinstance(v, str) for v in array):
             array = array.astype(str)
-    if array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0):
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(np.mod(array, 1) == 0):
         array = array.astype(np.int64)
     check_classification_targets(array)
     classes, codes = np.unique(array, return_inverse=True)

@@ -1,0 +1,88 @@
+"""Pretraining: the loss goes down, and a run resumes where it stopped, from either state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from priors import make_batch
+from tabfm.checkpoint import load_checkpoint
+from tabfm.pretrain import PretrainConfig, Pretrainer, batch_loss, curriculum, learning_rate
+
+TINY_MODEL = {
+    "d_model": 16, "d_cell": 8, "d_cell_ffn": 16, "n_cell_heads": 2, "n_col_inducing": 4, "n_row_blocks": 1,
+    "n_cls": 2, "n_icl_blocks": 1, "d_ffn": 32, "n_thinking_rows": 1, "attention": {"n_heads": 2, "n_inducing": 4},
+}
+
+
+def _config(task: str = "classification", **overrides: object) -> PretrainConfig:
+    base = dict(
+        task=task, recipe="smoke", batch_size=4, warmup_steps=2, rows_start=(32, 48), rows_end=(32, 64),
+        features_start=(2, 4), features_end=(2, 6), num_workers=0, log_every=1, model=TINY_MODEL,
+    )
+    return PretrainConfig(**{**base, **overrides})
+
+
+def test__learning_rate__warmup_cosine_and_rewarmup() -> None:
+    c = PretrainConfig(lr=1e-3, warmup_steps=10, total_steps=10_000, min_lr_ratio=0.1, rewarmup_steps=5)
+    assert learning_rate(c, 0) == pytest.approx(1e-4, rel=1e-3)
+    assert learning_rate(c, 9) == pytest.approx(1e-3, rel=1e-3)
+    assert learning_rate(c, 5_000) == pytest.approx(0.55e-3, rel=1e-3)  # half-way down the cosine
+    assert learning_rate(c, 10_000) == pytest.approx(1e-4, rel=1e-6)
+    assert learning_rate(c, 50, resumed_at=50) == pytest.approx(learning_rate(c, 50) / 5)
+
+
+def test__curriculum__deterministic_and_growing() -> None:
+    c = PretrainConfig(curriculum_steps=100)
+    shape = curriculum(c)
+    assert shape(5) == shape(5)
+    early = [shape(s) for s in range(0, 20)]
+    late = [shape(s) for s in range(200, 220)]
+    assert all(c.rows_start[0] <= r <= c.rows_end[1] for r, _ in early + late)
+    assert max(r for r, _ in early) <= c.rows_start[1] + 0.2 * (c.rows_end[1] - c.rows_start[1]) + 1
+    assert sum(r for r, _ in late) > sum(r for r, _ in early)
+    assert sum(f for _, f in late) > sum(f for _, f in early)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__batch_loss__finite_and_decreases_when_fitting_one_batch(task: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trainer = Pretrainer(_config(task), out=tmp_path)
+    batch = make_batch("smoke", task, batch_size=4, n_rows=48, max_features=4, seed=1)
+    optimizer = torch.optim.Adam(trainer.model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = batch_loss(trainer.model, batch, torch.device("cpu"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.85 * losses[0]
+
+
+def test__pretrainer__resume__continues_step_and_keeps_logs(tmp_path: Path) -> None:
+    state_dir = tmp_path / "committed"
+    first = Pretrainer(_config(), tmp_path / "run", state_dir=state_dir)
+    progress = first.train(max_steps=3, progress_bar=False)
+    assert progress.step == 3 and progress.datasets_seen == 12
+    assert (state_dir / "ema.safetensors").is_file() and (state_dir / "loss_curve.png").is_file()
+    assert json.loads((state_dir / "progress.json").read_text())["step"] == 3
+
+    # Same machine: the full state (with optimizer) is picked up.
+    again = Pretrainer(_config(), tmp_path / "run", resume=True, state_dir=state_dir)
+    assert again.progress.step == 3 and again.resumed_at is None
+    again.train(max_steps=2, progress_bar=False)
+    assert again.progress.step == 5
+
+    # Fresh machine: only the committed compact state exists; the EMA weights are restored.
+    fresh = Pretrainer(_config(), tmp_path / "elsewhere", resume=True, state_dir=state_dir)
+    assert fresh.progress.step == 5 and fresh.resumed_at == 5
+    committed = load_checkpoint(state_dir / "ema.safetensors")
+    for a, b in zip(committed.parameters(), fresh.ema.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    log_lines = (tmp_path / "elsewhere" / "loss_log.csv").read_text().strip().splitlines()
+    assert len(log_lines) == 1 + 5  # header + one row per step, carried over
