@@ -7,9 +7,9 @@ rows in one pass, in three stages:
    column's training statistics and embedded after reading a learned summary of that column's
    training cells (``n_col_inducing`` inducing points). Shared weights, any number of features.
 2. **Row interaction** (:class:`RowEncoder`): a small transformer over each row's cells plus
-   ``n_cls`` learned CLS tokens; rotary position embeddings over the feature index make columns
-   distinguishable even when their marginal distributions are identical (positions count only
-   real features, so padding anywhere changes nothing). The CLS outputs and the mean of the
+   ``n_cls`` learned CLS tokens; a learned embedding of the feature position, added to each cell,
+   makes columns distinguishable even when their marginal distributions are identical (positions
+   count only real features, so padding anywhere changes nothing). The CLS outputs and the mean of the
    feature tokens are concatenated and projected to the row vector of width ``d_model``.
 3. **In-context transformer over rows** (:class:`ICLBlock`): training rows get their label
    embedded; ``n_thinking_rows`` learned rows join them as extra context. In every block the
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from models.attention import AttentionConfig, ContextAttention, MultiHeadAttention, _use_explicit
 from models.column_embedding import ColumnEmbedding
 from models.heads import BarDistribution, MLPHead
-from models.icl_layers import FeedForward, make_norm, rope_angles
+from models.icl_layers import FeedForward, make_norm
 
 __all__ = ["ICLBlock", "ICLConfig", "ICLContext", "ICLTransformer", "RowEncoder"]
 
@@ -81,8 +81,8 @@ class ICLConfig:
         Dropout in feed-forward layers.
     clip_value : float
         Standardised cell values are clipped to ``±clip_value``.
-    rope_base : float
-        Wavelength base of the rotary feature-position embeddings.
+    position_base : float
+        Longest period (in features, over ``2 pi``) of the sinusoidal feature-position identity.
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -90,7 +90,7 @@ class ICLConfig:
     d_model: int = 128
     d_cell: int = 32
     d_cell_ffn: int = 64
-    n_cell_heads: int = 4
+    n_cell_heads: int = 2
     n_col_inducing: int = 16
     n_col_blocks: int = 1
     n_row_blocks: int = 2
@@ -101,7 +101,7 @@ class ICLConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     dropout: float = 0.0
     clip_value: float = 6.0
-    rope_base: float = 1000.0
+    position_base: float = 1000.0
 
     def __post_init__(self) -> None:
         if isinstance(self.attention, dict):
@@ -113,12 +113,9 @@ class ICLConfig:
             raise ValueError(f"ICLConfig.n_outputs must be >= {min_outputs} for {self.task}, got n_outputs={self.n_outputs}")
         if self.d_model % self.attention.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by attention.n_heads={self.attention.n_heads}")
-        if self.d_cell % self.n_cell_heads or (self.d_cell // self.n_cell_heads) % 2:
-            raise ValueError(
-                f"d_cell / n_cell_heads must be an even integer (rotary embeddings), got d_cell={self.d_cell}, "
-                f"n_cell_heads={self.n_cell_heads}"
-            )
-        for name in ("n_col_inducing", "n_col_blocks", "n_cls", "n_icl_blocks"):
+        if self.d_cell % self.n_cell_heads:
+            raise ValueError(f"d_cell={self.d_cell} must be divisible by n_cell_heads={self.n_cell_heads}")
+        for name in ("n_col_inducing", "n_col_blocks", "n_row_blocks", "n_cls", "n_icl_blocks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ICLConfig.{name} must be >= 1, got {name}={getattr(self, name)}")
 
@@ -182,7 +179,10 @@ class ICLContext:
 
 
 class RowBlock(nn.Module):
-    """Pre-norm self-attention + feed-forward over the tokens of each row."""
+    """Pre-norm attention + feed-forward over the tokens of each row.
+
+    ``queries`` selects the leading tokens that are updated (all by default); every token is read.
+    """
 
     def __init__(self, *, d: int, n_heads: int, d_ffn: int, dropout: float) -> None:
         super().__init__()
@@ -191,49 +191,70 @@ class RowBlock(nn.Module):
         self.norm_ffn = make_norm(d)
         self.ffn = FeedForward(d, d_ffn, dropout=dropout)
 
-    def forward(self, t: Tensor, key_mask: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, t: Tensor, key_mask: Tensor, *, queries: int | None = None) -> Tensor:
         n = self.norm_attn(t)
-        t = t + self.attn(n, n, key_mask=key_mask, rope=rope)
-        return t + self.ffn(self.norm_ffn(t))
+        q = t if queries is None else t[..., :queries, :]
+        nq = n if queries is None else n[..., :queries, :]
+        q = q + self.attn(nq, n, key_mask=key_mask)
+        return q + self.ffn(self.norm_ffn(q))
+
+
+def feature_position_features(positions: Tensor, n_frequencies: int, base: float) -> Tensor:
+    """Sinusoids ``(..., 2 n_frequencies)`` of feature positions ``(...)``.
+
+    Periods run geometrically from ``2 pi`` to ``2 pi base``, so neighbouring positions differ in
+    the fast components and distant ones in the slow components.
+    """
+    exponent = torch.arange(n_frequencies, device=positions.device, dtype=torch.float32) / n_frequencies
+    angles = positions.to(torch.float32).unsqueeze(-1) * base ** (-exponent)  # (..., n_freq)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
 class RowEncoder(nn.Module):
     """Compresses each row's cell embeddings into one row vector.
 
+    Feature identity: a learned projection of sinusoids of the feature position is added to every
+    cell of that feature, so columns with identical marginal distributions stay distinguishable.
+    Positions count real features only (``cumsum(feature_mask)``), so padding anywhere changes
+    nothing. (Rotary embeddings inside the attention were measured slower on CPU: they add
+    several element-wise passes over every query and key of every row, per block.)
+
+    The blocks before the last update every token; the last block updates only the CLS tokens,
+    whose outputs (and the mean of the real feature tokens entering it) form the row vector.
+
     Shape: cells ``(B, F, R, d)``, ``feature_mask (B, F)`` -> rows ``(B, R, D)``.
     """
 
     def __init__(self, *, d: int, d_out: int, n_cls: int, n_blocks: int, n_heads: int, d_ffn: int,
-                 rope_base: float, dropout: float) -> None:
+                 position_base: float, dropout: float, n_frequencies: int = 8) -> None:
         super().__init__()
         self.n_cls = n_cls
-        self.head_dim = d // n_heads
-        self.rope_base = rope_base
+        self.n_frequencies = n_frequencies
+        self.position_base = position_base
+        self.identity = nn.Linear(2 * n_frequencies, d)
         self.cls = nn.Parameter(torch.randn(n_cls, d))
         self.blocks = nn.ModuleList(
             RowBlock(d=d, n_heads=n_heads, d_ffn=d_ffn, dropout=dropout) for _ in range(n_blocks)
         )
-        self.norm_out = make_norm(d)
+        self.norm_cls = make_norm(d)
+        self.norm_pool = make_norm(d)
         self.proj = nn.Linear((n_cls + 1) * d, d_out)
         self.norm_row = make_norm(d_out)
 
     def forward(self, cells: Tensor, feature_mask: Tensor) -> Tensor:
         b, f, r, d = cells.shape
-        tokens = cells.transpose(1, 2)  # (B, R, F, d)
+        positions = torch.cumsum(feature_mask.to(torch.float32), dim=1)  # (B, F): 1, 2, ... over real features
+        identity = self.identity(feature_position_features(positions, self.n_frequencies, self.position_base))
+        tokens = cells.transpose(1, 2) + identity[:, None]  # (B, R, F, d)
         t = torch.cat([self.cls.expand(b, r, self.n_cls, d), tokens], dim=2)  # (B, R, T, d)
         real = torch.cat([torch.ones_like(feature_mask[:, :1]).expand(b, self.n_cls), feature_mask], dim=1)  # (B, T)
         key_mask = real[:, None, None, None, :]  # (B, 1, 1, 1, T): broadcast over rows, heads, queries
-        # CLS tokens sit at position 0; real features at 1, 2, ... in order, skipping padding.
-        positions = torch.cat([torch.zeros_like(real[:, : self.n_cls], dtype=torch.float32),
-                               torch.cumsum(feature_mask.to(torch.float32), dim=1)], dim=1)  # (B, T)
-        cos, sin = rope_angles(positions, self.head_dim, self.rope_base)  # (B, T, dh/2)
-        rope = (cos[:, None, None], sin[:, None, None])  # (B, 1, 1, T, dh/2)
-        for block in self.blocks:
-            t = block(t, key_mask, rope)
-        t = self.norm_out(t)
+        for block in self.blocks[:-1]:
+            t = block(t, key_mask)
         weights = feature_mask.to(t.dtype)[:, None, :, None]  # (B, 1, F, 1)
         pooled = (t[:, :, self.n_cls:] * weights).sum(2) / weights.sum(2).clamp_min(1.0)  # (B, R, d)
-        row = torch.cat([t[:, :, : self.n_cls].flatten(2), pooled], dim=-1)  # (B, R, (n_cls+1) d)
+        cls = self.norm_cls(self.blocks[-1](t, key_mask, queries=self.n_cls))  # (B, R, n_cls, d)
+        row = torch.cat([cls.flatten(2), self.norm_pool(pooled)], dim=-1)  # (B, R, (n_cls+1) d)
         return self.norm_row(self.proj(row))  # (B, R, D)
 
 
@@ -279,7 +300,7 @@ class ICLTransformer(nn.Module):
         )
         self.row_encoder = RowEncoder(
             d=c.d_cell, d_out=c.d_model, n_cls=c.n_cls, n_blocks=c.n_row_blocks, n_heads=c.n_cell_heads,
-            d_ffn=c.d_cell_ffn, rope_base=c.rope_base, dropout=c.dropout,
+            d_ffn=c.d_cell_ffn, position_base=c.position_base, dropout=c.dropout,
         )
         if c.task == "classification":
             self.label_embedding: nn.Module = nn.Embedding(c.n_outputs, c.d_model)
