@@ -55,12 +55,15 @@ def select_nodes(
     n_features: int,
     n_targets: int,
     target_last_layer_prob: float,
+    relevance: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick target and feature nodes of a layered SCM.
 
     The targets come from one layer (the last with probability ``target_last_layer_prob``, else a
     random non-root layer); the features are a random sample of all other nodes (roots included),
-    so that some are causes of the target, some effects, some unrelated.
+    so that some are causes of the target, some effects, some unrelated. With ``relevance > 0``
+    the sample favours nodes correlated with the target (weight ``(|corr| + 0.05) ** relevance``):
+    the columns people put in real tables are mostly chosen because they matter.
 
     Returns
     -------
@@ -77,5 +80,11 @@ def select_nodes(
     t_idx = offsets[t_layer] + rng.choice(widths[t_layer], n_targets, replace=False)
     nodes = np.concatenate(layers, axis=1)  # (n, total nodes)
     rest = np.setdiff1d(np.arange(nodes.shape[1]), t_idx)
-    f_idx = rng.choice(rest, min(n_features, rest.size), replace=False)
+    p = None
+    if relevance > 0:
+        z = standardize(nodes)
+        corr = np.abs(z[:, rest].T @ z[:, t_idx]).mean(axis=1) / nodes.shape[0]  # (n_rest,)
+        w = (corr + 0.05) ** relevance
+        p = w / w.sum()
+    f_idx = rng.choice(rest, min(n_features, rest.size), replace=False, p=p)
     return nodes[:, f_idx], nodes[:, t_idx]

@@ -21,6 +21,7 @@ from priors.recipe import MLPSCMSection
 class MLPSCMConfig:
     """Concrete hyper-parameters of one random-MLP SCM (sampled from :class:`MLPSCMSection`)."""
 
+    n_causes: int
     n_layers: int
     width: int
     activations: tuple[str, ...]
@@ -30,6 +31,7 @@ class MLPSCMConfig:
     noise_std: float
     root: str
     target_last_layer_prob: float
+    feature_relevance: float
 
 
 def sample_config(rng: np.random.Generator, sec: MLPSCMSection) -> MLPSCMConfig:
@@ -39,6 +41,7 @@ def sample_config(rng: np.random.Generator, sec: MLPSCMSection) -> MLPSCMConfig:
     k = min(int(sec.n_activations.sample(rng)), int((w > 0).sum()))
     acts = tuple(names[i] for i in rng.choice(len(names), k, replace=False, p=w / w.sum()))
     return MLPSCMConfig(
+        n_causes=int(sec.n_causes.sample(rng)),
         n_layers=int(sec.n_layers.sample(rng)),
         width=int(sec.width.sample(rng)),
         activations=acts,
@@ -48,6 +51,7 @@ def sample_config(rng: np.random.Generator, sec: MLPSCMSection) -> MLPSCMConfig:
         noise_std=float(sec.noise_std.sample(rng)),
         root=str(sec.root.sample(rng)),
         target_last_layer_prob=sec.target_last_layer_prob,
+        feature_relevance=float(sec.feature_relevance.sample(rng)),
     )
 
 
@@ -97,12 +101,14 @@ def generate(
     rng: np.random.Generator, cfg: MLPSCMConfig, n_rows: int, n_features: int, n_targets: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample one dataset's latent features (n_rows, n_features) and targets (n_rows, n_targets)."""
-    # Wide enough that the nodes outnumber the features and targets asked for.
-    width = max(cfg.width, n_targets, math.ceil((n_features + n_targets + 1) / (cfg.n_layers + 1)))
-    h = sample_roots(rng, cfg.root, n_rows, width)
+    # Few root causes feed wider layers, so nodes are correlated, as columns of real tables are;
+    # the layers are wide enough that the nodes outnumber the features and targets asked for.
+    width = max(cfg.width, n_targets, math.ceil((n_features + n_targets + 1) / cfg.n_layers))
+    h = sample_roots(rng, cfg.root, n_rows, cfg.n_causes)
     h = h + cfg.noise_std * rng.standard_normal(h.shape)
     layers = [h]
     for _ in range(cfg.n_layers):
         h = _layer(rng, h, width, cfg)
         layers.append(h)
-    return select_nodes(rng, layers, n_features, n_targets, cfg.target_last_layer_prob)
+    return select_nodes(rng, layers, n_features, n_targets, cfg.target_last_layer_prob,
+                        cfg.feature_relevance)

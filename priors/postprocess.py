@@ -152,7 +152,7 @@ def make_classes(
     """
     n = t.shape[0]
     if mode == "argmax" and t.shape[1] >= n_classes:
-        offsets = rng.standard_normal(n_classes) / np.sqrt(imbalance)
+        offsets = 0.5 * rng.standard_normal(n_classes) / np.sqrt(imbalance)
         y = np.argmax(t[:, :n_classes] + offsets, axis=1)
     else:
         v = t[:, 0]

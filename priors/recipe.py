@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -177,6 +177,7 @@ class RegressionSection:
 class MLPSCMSection:
     """Random-MLP structural causal models."""
 
+    n_causes: Dist
     n_layers: Dist
     width: Dist
     activations: dict[str, float]
@@ -187,12 +188,14 @@ class MLPSCMSection:
     noise_std: Dist
     root: Dist
     target_last_layer_prob: float
+    feature_relevance: Dist
 
 
 @dataclass(frozen=True)
 class TreeSCMSection:
     """Random-tree structural causal models."""
 
+    n_causes: Dist
     n_layers: Dist
     width: Dist
     n_trees: Dist
@@ -202,6 +205,7 @@ class TreeSCMSection:
     noise_std: Dist
     root: Dist
     target_last_layer_prob: float
+    feature_relevance: Dist
 
 
 @dataclass(frozen=True)
@@ -391,9 +395,11 @@ def _validate(r: Recipe) -> None:
         sec = getattr(r, fam)
         _check_names(f"{fam}.root", sec.root, _ROOTS)
         _check_range(f"{fam}.noise_std", sec.noise_std, 0, 100)
-        for f in ("n_layers", "width", "n_trees", "depth", "max_parents", "n_components"):
+        for f in ("n_causes", "n_layers", "width", "n_trees", "depth", "max_parents", "n_components"):
             if hasattr(sec, f):
                 _check_range(f"{fam}.{f}", getattr(sec, f), 1, 4096)
+        if hasattr(sec, "feature_relevance"):
+            _check_range(f"{fam}.feature_relevance", sec.feature_relevance, 0, 20)
         if hasattr(sec, "target_last_layer_prob"):
             _check_probability(f"{fam}.target_last_layer_prob", sec.target_last_layer_prob)
     _check_range("mlp_scm.n_activations", r.mlp_scm.n_activations, 1, len(ACTIVATIONS))

@@ -108,7 +108,7 @@ def _sample_once(
     else:
         n_targets = 1
     x, t = module.generate(rng, cfg, n_rows, n_inf, n_targets)
-    x, kind = pp.add_irrelevant_and_duplicates(rng, x, n_irr, n_dup)
+    x, _ = pp.add_irrelevant_and_duplicates(rng, x, n_irr, n_dup)
     x = pp.warp_features(rng, x, float(post.warp_prob.sample(rng)))
     outlier_rate = float(post.outlier_rate.sample(rng)) if rng.random() < post.outlier_prob else 0.0
     if outlier_rate > 0:

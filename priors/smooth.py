@@ -48,8 +48,11 @@ def generate(
     x = sample_roots(rng, cfg.root, n_rows, n_features)
     n_relevant = max(1, round(cfg.relevant_fraction * n_features))
     relevant = rng.permutation(n_features) < n_relevant
-    # Irrelevant inputs get a length scale 30x longer: nearly flat along them.
-    scales = cfg.lengthscale * np.where(relevant, 1.0, 30.0) * np.exp(0.3 * rng.standard_normal(n_features))
+    # Irrelevant inputs get a length scale 30x longer: nearly flat along them. The phase of a
+    # component is a sum over the relevant inputs, so the scale grows with sqrt(n_relevant) to keep
+    # the function's wiggliness independent of the dimension.
+    scales = (cfg.lengthscale * np.sqrt(n_relevant) * np.where(relevant, 1.0, 30.0)
+              * np.exp(0.3 * rng.standard_normal(n_features)))
     k = cfg.n_components
     w = rng.standard_normal((n_features, k)) / scales[:, None]  # (f, K)
     b = rng.uniform(0, 2 * math.pi, k)

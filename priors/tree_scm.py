@@ -21,6 +21,7 @@ from priors.recipe import TreeSCMSection
 class TreeSCMConfig:
     """Concrete hyper-parameters of one random-tree SCM (sampled from :class:`TreeSCMSection`)."""
 
+    n_causes: int
     n_layers: int
     width: int
     n_trees: int
@@ -30,11 +31,13 @@ class TreeSCMConfig:
     noise_std: float
     root: str
     target_last_layer_prob: float
+    feature_relevance: float
 
 
 def sample_config(rng: np.random.Generator, sec: TreeSCMSection) -> TreeSCMConfig:
     """Draw the hyper-parameters of one dataset from the recipe section."""
     return TreeSCMConfig(
+        n_causes=int(sec.n_causes.sample(rng)),
         n_layers=int(sec.n_layers.sample(rng)),
         width=int(sec.width.sample(rng)),
         n_trees=int(sec.n_trees.sample(rng)),
@@ -44,6 +47,7 @@ def sample_config(rng: np.random.Generator, sec: TreeSCMSection) -> TreeSCMConfi
         noise_std=float(sec.noise_std.sample(rng)),
         root=str(sec.root.sample(rng)),
         target_last_layer_prob=sec.target_last_layer_prob,
+        feature_relevance=float(sec.feature_relevance.sample(rng)),
     )
 
 
@@ -83,10 +87,13 @@ def generate(
     rng: np.random.Generator, cfg: TreeSCMConfig, n_rows: int, n_features: int, n_targets: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample one dataset's latent features (n_rows, n_features) and targets (n_rows, n_targets)."""
-    width = max(cfg.width, n_targets, math.ceil((n_features + n_targets + 1) / (cfg.n_layers + 1)))
-    h = sample_roots(rng, cfg.root, n_rows, width)
+    # Few root causes feed wider layers, so nodes are correlated, as columns of real tables are;
+    # the layers are wide enough that the nodes outnumber the features and targets asked for.
+    width = max(cfg.width, n_targets, math.ceil((n_features + n_targets + 1) / cfg.n_layers))
+    h = sample_roots(rng, cfg.root, n_rows, cfg.n_causes)
     layers = [h]
     for _ in range(cfg.n_layers):
         h = forest_layer(rng, h, width, cfg)
         layers.append(h)
-    return select_nodes(rng, layers, n_features, n_targets, cfg.target_last_layer_prob)
+    return select_nodes(rng, layers, n_features, n_targets, cfg.target_last_layer_prob,
+                        cfg.feature_relevance)

@@ -51,7 +51,7 @@ def test__batch_stream__workers_0_and_2__identical_batches():
         assert len(s2._workers) == 2
     assert s2._workers == []  # closed
     assert [s for s, _ in got] == [5, 6, 7, 8, 9]
-    for (sa, a), (sb, b) in zip(ref, got):
+    for (sa, a), (sb, b) in zip(ref, got, strict=True):
         assert sa == sb
         _assert_same(a, b)
     assert ref[0][1].x.shape[1] == 48 and ref[1][1].x.shape[1] == 32
@@ -117,7 +117,7 @@ def test__sample_dataset__requested_rates__missing_and_categorical_fractions_mat
     }})
     missing, categorical = [], []
     for seed in range(120):
-        x, y, cat, _ = sample_dataset(recipe, "classification", n_rows=64, n_features=10, seed=seed)
+        x, _, cat, _ = sample_dataset(recipe, "classification", n_rows=64, n_features=10, seed=seed)
         missing.append(np.isnan(x).mean())
         categorical.append(cat.mean())
         codes = x[:, cat]

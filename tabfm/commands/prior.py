@@ -171,16 +171,20 @@ def run_show(args: argparse.Namespace) -> int:
         colour = dict(c=y, cmap="tab10" if classif else "viridis", s=7, alpha=0.75, linewidths=0)
         if classif:
             colour.update(vmin=0, vmax=9)
-        for ax, (u, v) in zip(axes[i, :2], [(a, b), (a, c)]):
+        for ax, (u, v) in zip(axes[i, :2], [(a, b), (a, c)], strict=True):
             ax.scatter(x[:, u], x[:, v], **colour)
             ax.set_xlabel(f"f{u}" + (" (cat)" if cat[u] else ""), fontsize=8)
             ax.set_ylabel(f"f{v}" + (" (cat)" if cat[v] else ""), fontsize=8)
         ax = axes[i, 2]
-        for j in (a, b):
-            v = x[~np.isnan(x[:, j]), j]
-            ax.hist(v, bins=30, alpha=0.6, label=f"f{j}" + (" (cat)" if cat[j] else ""))
-        ax.legend(fontsize=7)
-        ax.set_title("feature histograms", fontsize=8)
+        ok = ~np.isnan(x[:, a])
+        if classif:  # stacked by class: how the most related feature separates the classes
+            ks = np.unique(y)
+            ax.hist([x[ok & (y == k), a] for k in ks], bins=30, stacked=True,
+                    color=plt.get_cmap("tab10")(ks))
+        else:
+            ax.hist(x[ok, a], bins=30, color="tab:gray")
+        ax.set_title(f"histogram of f{a}" + (" (cat)" if cat[a] else "")
+                     + (" by class" if classif else ""), fontsize=8)
         ax = axes[i, 3]
         if classif:
             counts = np.bincount(y)
