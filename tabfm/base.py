@@ -117,6 +117,12 @@ class TabularEstimator(BaseEstimator):
 
         return save_estimator(self, path)
 
+    def to_onnx(self, path: str | Path) -> Path:
+        """Write the fitted estimator to one self-contained ONNX file (see :mod:`tabfm.onnx_export`)."""
+        from tabfm.onnx_export import export_estimator
+
+        return export_estimator(self, path)
+
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> TabularEstimator:
         """Read an estimator written by :meth:`save`; it must be an instance of ``cls``."""

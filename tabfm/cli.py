@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "tabfm.commands.demo",
     "tabfm.commands.prior",
     "tabfm.commands.pretrain",
+    "tabfm.commands.export",
 ]
 
 
