@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "tabfm.commands.prior",
     "tabfm.commands.pretrain",
     "tabfm.commands.export",
+    "tabfm.commands.serve",
 ]
 
 
