@@ -1,0 +1,314 @@
+"""ONNX export and the onnxruntime predictor: parity with torch for every family and task.
+
+Tiny networks (a random TabFM checkpoint, TabM/TabR with small widths and two epochs) keep the
+tests fast; the parity does not depend on the weights being good.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+
+from models.icl import ICLConfig, ICLTransformer
+from tabfm.checkpoint import save_checkpoint
+from tabfm.errors import TabFMValidationError
+from tabfm.icl import TabFMClassifier, TabFMRegressor
+from tabfm.onnx_export import QuantileNormal, export_estimator, ndtri
+from tabfm.onnx_predictor import OnnxPredictor, choose_providers
+from tabfm.preprocessing import NumericScaler, TablePreprocessor
+from tabfm.tabm import TabMClassifier, TabMRegressor
+from tabfm.tabr import TabRClassifier, TabRRegressor
+
+TOL = 1e-4
+TINY_ICL = {
+    "d_model": 16, "d_cell": 8, "d_cell_ffn": 16, "n_cell_heads": 2, "n_col_inducing": 4,
+    "n_row_blocks": 1, "n_cls": 2, "n_icl_blocks": 2, "d_ffn": 32, "n_thinking_rows": 2,
+}
+PER_DATASET = {"max_epochs": 2, "random_state": 0, "device": "cpu"}
+
+
+def _tiny_checkpoint(directory: Path, task: str, n_outputs: int, kind: str = "inducing") -> Path:
+    torch.manual_seed(0)
+    config = ICLConfig(task=task, n_outputs=n_outputs, attention={"kind": kind, "n_heads": 2, "n_inducing": 4}, **TINY_ICL)
+    return save_checkpoint(directory / f"tiny-{task}-{n_outputs}-{kind}.safetensors", ICLTransformer(config), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("ckpt")
+    return {
+        "classification": _tiny_checkpoint(directory, "classification", 10),
+        "classification-3": _tiny_checkpoint(directory, "classification", 3),
+        "classification-full": _tiny_checkpoint(directory, "classification", 10, kind="full"),
+        "regression": _tiny_checkpoint(directory, "regression", 16),
+    }
+
+
+def _table(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "x1": rng.normal(size=n),
+        "x2": np.where(rng.random(n) < 0.15, np.nan, rng.exponential(size=n)),
+        "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=n)),
+        "level": rng.integers(0, 4, n).astype(float),  # ties in the quantile maps
+        "shop": rng.choice(["a", "b", None], size=n).astype(object),
+    })
+    frame.loc[::17, "colour"] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Any]:
+    X = _table(160)
+    y_cls = np.where(X["x1"] + (X["colour"] == "red") > 0.3, "yes", np.where(X["level"] > 1, "maybe", "no"))
+    y_reg = 50.0 * X["x1"].to_numpy() + 3.0 * X["level"].to_numpy() + 20.0
+    X_test = _table(37, seed=1)
+    X_test["colour"] = X_test["colour"].cat.add_categories(["pink"])
+    X_test.loc[2, "colour"] = "pink"  # unseen category
+    X_test.loc[3, "shop"] = "zzz"  # unseen category
+    X_test.loc[4, "x1"] = 40.0  # far beyond the training range
+    X_test.loc[5, ["x1", "x2", "level"]] = np.nan
+    return {"X": X, "y_cls": y_cls, "y_reg": y_reg, "X_test": X_test}
+
+
+def _make(name: str, checkpoints: dict[str, Path]) -> Any:
+    return {
+        "tabfm-cls": lambda: TabFMClassifier(checkpoint=checkpoints["classification"], n_estimators=3, max_features=4, device="cpu"),
+        "tabfm-reg": lambda: TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=3, device="cpu"),
+        "tabm-cls": lambda: TabMClassifier(k=4, d_block=32, n_bins=8, **PER_DATASET),
+        "tabm-reg": lambda: TabMRegressor(k=4, d_block=32, arch="tabm-mini", d_embedding=0, **PER_DATASET),
+        "tabr-cls": lambda: TabRClassifier(d_main=16, context_size=8, **PER_DATASET),
+        "tabr-reg": lambda: TabRRegressor(d_main=16, context_size=8, d_embedding=4, n_bins=8, **PER_DATASET),
+    }[name]()
+
+
+FAMILIES = ["tabfm-cls", "tabfm-reg", "tabm-cls", "tabm-reg", "tabr-cls", "tabr-reg"]
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for name in FAMILIES:
+        est = _make(name, checkpoints)
+        est.fit(data["X"], data["y_cls"] if name.endswith("cls") else data["y_reg"])
+        out[name] = (est, est.to_onnx(directory / f"{name}.onnx"))
+    return out
+
+
+# -- provider choice ---------------------------------------------------------------------------
+
+
+def test__choose_providers__cuda_available__cuda_first_then_cpu() -> None:
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test__choose_providers__cpu_only__cpu() -> None:
+    assert choose_providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test__choose_providers__requested_cuda_missing__error_names_available() -> None:
+    with pytest.raises(TabFMValidationError, match="AzureExecutionProvider"):
+        choose_providers(["AzureExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider"])
+
+
+def test__choose_providers__requested_cpu_with_cuda_present__cpu_only() -> None:
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(available, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test__predictor__this_machine__reports_the_provider_in_use(exported: dict[str, Any]) -> None:
+    import onnxruntime as ort
+
+    predictor = OnnxPredictor(exported["tabm-cls"][1])
+    expected = "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPUExecutionProvider"
+    assert predictor.provider == expected
+
+
+# -- exportable numeric pieces ---------------------------------------------------------------------
+
+
+def test__ndtri__float64__matches_scipy() -> None:
+    from scipy.special import ndtri as scipy_ndtri
+
+    p = np.concatenate([np.linspace(1e-7, 1 - 1e-7, 20001), [1e-12, 1e-30, 1 - 1e-12, 0.075, 0.925]])
+    np.testing.assert_allclose(ndtri(torch.tensor(p)).numpy(), scipy_ndtri(p), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_quantiles", [1000, 7])
+def test__quantile_normal__ties_nan_and_out_of_range__equals_numeric_scaler(n_quantiles: int) -> None:
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=300), rng.integers(0, 5, 300), np.where(rng.random(300) < 0.2, np.nan, rng.exponential(size=300))]
+    X = X.astype(np.float32)
+    scaler = NumericScaler("quantile", n_quantiles=n_quantiles).fit(X)
+    probe = np.r_[X, [[-10, -1, 100], [10, 7, -3], [0, 4, 0], [0, 0, np.nan]]].astype(np.float32)
+    want = scaler.transform(probe)
+    got = QuantileNormal(scaler.quantiles_, scaler.references_)(torch.as_tensor(probe)).numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+# -- parity ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test__onnx_predictor__categorical_missing_unseen__equals_torch(name: str, exported: dict[str, Any], data: dict[str, Any]) -> None:
+    est, path = exported[name]
+    predictor = OnnxPredictor(path)
+    X_test = data["X_test"]
+    if name.endswith("cls"):
+        want = est.predict_proba(X_test)
+        got = predictor.predict_proba(X_test)
+        assert got.shape == (len(X_test), 3)
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+        np.testing.assert_array_equal(predictor.predict(X_test), est.predict(X_test))
+        np.testing.assert_array_equal(predictor.classes_, est.classes_)
+    else:
+        want = est.predict(X_test)
+        got = predictor.predict(X_test)
+        assert got.shape == (len(X_test),)
+        np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
+
+
+@pytest.mark.parametrize("name", ["tabfm-cls", "tabm-reg", "tabr-cls"])
+@pytest.mark.parametrize("n_rows", [1, 2, 600])
+def test__onnx_graph__rows_unlike_the_tracing_example__equals_torch(name: str, n_rows: int, exported: dict[str, Any], data: dict[str, Any]) -> None:
+    est, path = exported[name]
+    X_test = pd.concat([data["X_test"]] * (n_rows // len(data["X_test"]) + 1), ignore_index=True).iloc[:n_rows]
+    predictor = OnnxPredictor(path, batch_rows=4096)
+    if name.endswith("cls"):
+        np.testing.assert_allclose(predictor.predict_proba(X_test), est.predict_proba(X_test), atol=TOL, rtol=0)
+    else:
+        np.testing.assert_allclose(predictor.predict(X_test), est.predict(X_test), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
+
+
+def test__onnx_predictor__polars_pyarrow_numpy__same_as_pandas(exported: dict[str, Any], data: dict[str, Any]) -> None:
+    import polars as pl
+    import pyarrow as pa
+
+    est, path = exported["tabm-cls"]
+    predictor = OnnxPredictor(path)
+    X_test = data["X_test"]
+    want = predictor.predict_proba(X_test)
+    np.testing.assert_allclose(predictor.predict_proba(pl.from_pandas(X_test)), want, atol=1e-7)
+    np.testing.assert_allclose(predictor.predict_proba(pa.Table.from_pandas(X_test, preserve_index=False)), want, atol=1e-7)
+    with pytest.warns(UserWarning, match="feature names"):
+        np.testing.assert_allclose(predictor.predict_proba(X_test.to_numpy(dtype=object)), want, atol=1e-7)
+
+
+def test__tabfm_classifier__more_classes_than_outputs__equals_torch(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+    X = data["X"]
+    y = np.digitize(X["x1"].to_numpy(), [-1.0, -0.3, 0.3, 1.0])  # 5 classes for a 3-output network
+    est = TabFMClassifier(checkpoint=checkpoints["classification-3"], n_estimators=2, device="cpu").fit(X, y)
+    assert len(est.members_) > 2  # the output-code members
+    predictor = OnnxPredictor(est.to_onnx(tmp_path / "grouped.onnx"))
+    np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
+
+
+def test__tabfm_full_attention__export__equals_torch(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+    est = TabFMClassifier(checkpoint=checkpoints["classification-full"], n_estimators=2, device="cpu").fit(data["X"], data["y_cls"])
+    predictor = OnnxPredictor(est.to_onnx(tmp_path / "full.onnx"))
+    np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
+
+
+# -- the file ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test__onnx_file__checked__opset_dynamic_rows_no_rng_no_sort(name: str, exported: dict[str, Any]) -> None:
+    model = onnx.load(str(exported[name][1]))
+    onnx.checker.check_model(model)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    (graph_input,) = model.graph.input
+    assert graph_input.name == "X"
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param == "rows"
+    ops = {node.op_type for node in model.graph.node}
+    assert not ops & {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+    assert "TopK" not in ops or name.startswith("tabr")  # retrieval is the only sort-like step
+    assert ("TopK" in ops) == name.startswith("tabr")
+
+
+def test__onnx_metadata__preprocessor_json__reproduces_the_encoding(exported: dict[str, Any], data: dict[str, Any]) -> None:
+    est, path = exported["tabr-cls"]
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["tabfm.family"] == "tabr" and meta["tabfm.task"] == "classification"
+    assert json.loads(meta["tabfm.classes"])["values"] == ["maybe", "no", "yes"]
+    rebuilt = TablePreprocessor.from_dict(json.loads(meta["tabfm.preprocessor"]))
+    np.testing.assert_array_equal(rebuilt.transform(data["X_test"]), est.preprocessor_.transform(data["X_test"]))
+
+
+def test__onnx_predictor__schema_and_attributes__describe_the_columns(exported: dict[str, Any]) -> None:
+    predictor = OnnxPredictor(exported["tabfm-reg"][1])
+    assert predictor.task == "regression" and predictor.classes_ is None
+    assert predictor.n_features_in_ == 5
+    assert predictor.feature_names_in_ == ["x1", "x2", "colour", "level", "shop"]
+    schema = {column["name"]: column for column in predictor.input_schema}
+    assert schema["x1"] == {"name": "x1", "kind": "numeric", "categories": None}
+    assert schema["colour"]["kind"] == "categorical" and schema["colour"]["categories"] == ["blue", "green", "red"]
+
+
+@pytest.mark.slow
+def test__tabfm_graph__training_rows_grow__file_size_does_not(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    sizes = []
+    for n in (1100, 4000):  # both above the 1000 quantiles of the numeric map
+        X = _table(n, seed=n)
+        y = (X["x1"] > 0).to_numpy()
+        est = TabFMClassifier(checkpoint=checkpoints["classification"], n_estimators=2, device="cpu").fit(X, y)
+        sizes.append(est.to_onnx(tmp_path / f"n{n}.onnx").stat().st_size)
+    assert abs(sizes[1] - sizes[0]) < 2000, sizes
+
+
+def test__onnx_predictor__misuse__actionable_errors(exported: dict[str, Any], data: dict[str, Any], tmp_path: Path) -> None:
+    predictor = OnnxPredictor(exported["tabm-reg"][1])
+    with pytest.raises(TabFMValidationError, match="classifier"):
+        predictor.predict_proba(data["X_test"])
+    with pytest.raises(TabFMValidationError, match=r"\(n_rows, 5\)"):
+        predictor.run_encoded(np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(TabFMValidationError, match="missing now"):
+        predictor.predict(data["X_test"].drop(columns=["x2"]))
+    with pytest.raises(FileNotFoundError):
+        OnnxPredictor(tmp_path / "absent.onnx")
+
+
+def test__run_encoded__raw_outputs__named_like_the_graph(exported: dict[str, Any], data: dict[str, Any]) -> None:
+    est, path = exported["tabfm-cls"]
+    predictor = OnnxPredictor(path)
+    outputs = predictor.run_encoded(predictor.encode(data["X_test"]))
+    assert list(outputs) == ["probabilities"]
+    assert outputs["probabilities"].dtype == np.float32 and outputs["probabilities"].shape == (len(data["X_test"]), 3)
+
+
+def test__export_unfitted__not_fitted_error(tmp_path: Path) -> None:
+    from tabfm.errors import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        export_estimator(TabMClassifier(), tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def test__cli_export__saved_estimator__onnx_predicts_like_it(exported: dict[str, Any], data: dict[str, Any], tmp_path: Path) -> None:
+    from tabfm.cli import main
+
+    est, _ = exported["tabr-reg"]
+    est.save(tmp_path / "model")
+    assert main(["export", str(tmp_path / "model"), "--out", str(tmp_path / "out" / "model.onnx")]) == 0
+    predictor = OnnxPredictor(tmp_path / "out" / "model.onnx")
+    np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
+
+
+def test__cli_export__missing_model__exit_code_2(tmp_path: Path) -> None:
+    from tabfm.cli import main
+
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert not (tmp_path / "m.onnx").exists()
