@@ -21,6 +21,11 @@ Because test rows only ever *read* summaries of the training rows, the network s
 statistics, column summaries and per-block keys/values) and
 :meth:`ICLTransformer.predict_from_context`; ``forward`` is exactly these two calls.
 
+Every summary in the context is a (softmax-weighted) sum over training rows: column statistics,
+column summaries and, with inducing attention, the per-block pooled keys/values. A context over
+data partitions can therefore be computed by one map-reduce round per stage (each block's summary
+needs the previous block's summary broadcast back to the rows), never needing all rows at once.
+
 Letters in shape comments: B tables, R rows, F features, D row width, d cell width, H heads,
 M summary length (context rows or inducing points), T tokens in a row (CLS + features).
 """

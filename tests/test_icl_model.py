@@ -273,3 +273,32 @@ def test_bar_distribution__borders__symmetric_increasing_within_range():
     assert b.shape == (65,) and (b.diff() > 0).all()
     torch.testing.assert_close(b, -b.flip(0))
     assert b[-1].item() == pytest.approx(5.0)
+
+
+@pytest.mark.slow
+def test_predict_from_context__onnx_export__matches_torch(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model = tiny_model("inducing")
+    x, y = tiny_batch(b=1, f=3)
+    x[0, ::4, 1] = float("nan")
+    with torch.no_grad():
+        context = model.encode_context(x[:, :12], y, categorical=torch.tensor([[False, False, True]]))
+
+    class Predict(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x_test: torch.Tensor) -> torch.Tensor:
+            return self.model.predict_from_context(context, x_test)
+
+    path = tmp_path / "icl.onnx"
+    torch.onnx.export(Predict(), (x[:, 12:],), str(path), dynamo=True,
+                      dynamic_shapes={"x_test": {1: torch.export.Dim("rows")}})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x_new = torch.randn(1, 9, 3)
+    x_new[0, 0, 0] = float("nan")
+    out = session.run(None, {session.get_inputs()[0].name: x_new.numpy()})[0]
+    with torch.no_grad():
+        expected = model.predict_from_context(context, x_new).numpy()
+    assert abs(out - expected).max() < 1e-5
