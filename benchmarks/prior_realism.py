@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=[Path("benchmarks/results/prior_realism.md"),
                                  Path("benchmarks/results/prior_realism.png")],
                         help="output .md and/or .png paths")
+    parser.add_argument("--csv", type=Path, help="also write the per-dataset metrics to this CSV")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     df = pd.DataFrame(prior_rows(args.recipe, args.n, args.seed) + real_rows(args.data_dir))
@@ -201,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             plot(df, path)
         else:
             path.write_text(text)
-            df.to_csv(path.with_suffix(".csv"), index=False)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
     return 0
 
 

@@ -40,6 +40,7 @@ def test__make_batch__same_seed__identical_tensors(task):
     assert not torch.equal(a.y, c.y)
 
 
+@pytest.mark.slow  # starts two spawned worker processes (a few seconds on a busy machine)
 def test__batch_stream__workers_0_and_2__identical_batches():
     schedule = lambda step: (32 + 16 * (step % 2), 5)  # noqa: E731 - a lambda: need not pickle
     with BatchStream(SMOKE, "classification", batch_size=3, seed=11, start_step=5,
