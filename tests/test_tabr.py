@@ -1,0 +1,140 @@
+"""TabR: retrieval, the network and the estimators, on toy data with tiny networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import make_classification, make_regression
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from models.tabr import TabR, TabRConfig, exact_search
+from tabfm.tabr import TabRClassifier, TabRRegressor, _faiss_search
+
+TINY = dict(d_main=16, context_size=8, max_epochs=3, batch_size=32, device="cpu")
+CHECKS = dict(d_main=16, context_size=8, max_epochs=10, batch_size=32, lr=1e-2, device="cpu")
+
+
+# -- retrieval -----------------------------------------------------------------------------------
+
+
+def test__exact_search__chunked__equals_brute_force_and_excludes_self() -> None:
+    torch.manual_seed(0)
+    candidates = torch.randn(50, 4)
+    queries = candidates[[3, 7, 20]] + 0.01  # each query's nearest candidate is itself
+    brute = torch.cdist(queries, candidates).topk(5, largest=False).indices
+    torch.testing.assert_close(exact_search(queries, candidates, 5, chunk_size=7), brute)
+    own = torch.tensor([3, 7, 20])
+    found = exact_search(queries, candidates, 5, own, chunk_size=7)
+    assert not (found == own[:, None]).any()
+    next_five = torch.cdist(queries, candidates).topk(6, largest=False).indices[:, 1:]
+    torch.testing.assert_close(found, next_five)
+
+
+def test__faiss_search__when_installed__same_as_exact() -> None:
+    search = _faiss_search()
+    if search is None:
+        pytest.skip("faiss is not installed")
+    torch.manual_seed(0)
+    candidates = torch.randn(200, 8)
+    own = torch.arange(10)
+    torch.testing.assert_close(
+        search(candidates[:10], candidates, 6, own), exact_search(candidates[:10], candidates, 6, own)
+    )
+
+
+def test__mix__equals_paper_formula_of_per_context_values() -> None:
+    config = TabRConfig(n_num_features=3, n_classes=3, d_main=8, context_size=4)
+    model = TabR(config).eval()
+    x, k = model.encode(torch.randn(5, 3), None)
+    candidate_k, candidate_y = torch.randn(9, 8), torch.randint(0, 3, (9,))
+    ctx = torch.randint(0, 9, (5, 4))
+    with torch.no_grad():
+        context_k = candidate_k[ctx]  # (B, m, D)
+        weights = F.softmax(-(k[:, None] - context_k).square().sum(-1), -1)
+        values = model.label_embedding(candidate_y[ctx]) + model.transform(k[:, None] - context_k)
+        naive = model.head(model.predictor(x + (weights[:, :, None] * values).sum(1)))
+        torch.testing.assert_close(model.mix(x, k, candidate_k, candidate_y, ctx), naive)
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test__training__a_row_never_retrieves_itself(monkeypatch, memory_efficient: bool) -> None:
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = TabR.retrieve
+
+    def recording_retrieve(self, k, candidate_k, *, self_idx=None, search=None):
+        ctx = original(self, k, candidate_k, self_idx=self_idx, search=search)
+        if self.training:
+            calls.append((self_idx, ctx))
+        return ctx
+
+    monkeypatch.setattr(TabR, "retrieve", recording_retrieve)
+    X, y = make_classification(n_samples=120, n_features=4, random_state=0)
+    # 96 training rows: the cheap path re-encodes the context when 96 > 1.5 * batch * context.
+    batch_size = 8 if memory_efficient else 32
+    TabRClassifier(d_main=8, context_size=4, batch_size=batch_size, max_epochs=2, random_state=0).fit(X, y)
+    assert calls and all(idx is not None for idx, _ in calls)
+    for self_idx, ctx in calls:
+        assert ctx.shape == (len(self_idx), 4)
+        assert not (ctx == self_idx[:, None]).any()
+
+
+def test__predict__candidate_keys_cached__not_re_encoded(monkeypatch) -> None:
+    X, y = make_regression(n_samples=80, n_features=3, random_state=0)
+    model = TabRRegressor(**TINY, random_state=0).fit(X, y)
+    expected = model.model_.encode_keys(model.candidate_x_num_, model.candidate_x_cat_)
+    torch.testing.assert_close(model.candidate_k_, expected)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("candidate keys were recomputed at predict time")
+
+    monkeypatch.setattr(TabR, "encode_keys", fail)
+    assert model.predict(X).shape == (80,)
+
+
+# -- estimators ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test__classifier__multiclass_toy__well_above_chance() -> None:
+    X, y = make_classification(
+        n_samples=200, n_features=6, n_informative=4, n_redundant=0, n_classes=3, class_sep=2.0, random_state=0
+    )
+    model = TabRClassifier(**{**TINY, "max_epochs": 20, "lr": 3e-3}, random_state=0).fit(X[:150], y[:150])
+    proba = model.predict_proba(X[150:])
+    assert proba.shape == (50, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    assert model.score(X[150:], y[150:]) > 0.6  # chance is 1/3
+
+
+@pytest.mark.slow
+def test__regressor__mixed_types_with_missing__explains_variance() -> None:
+    X, y = make_regression(n_samples=200, n_features=4, noise=1.0, random_state=0)
+    frame = pd.DataFrame(X, columns=list("abcd"))
+    frame.loc[::7, "a"] = np.nan
+    frame["cat"] = pd.Categorical(np.where(X[:, 0] > 0, "hi", "lo"))
+    model = TabRRegressor(**{**TINY, "max_epochs": 30, "lr": 3e-3}, random_state=0).fit(frame[:150], y[:150])
+    assert model.score(frame[150:], y[150:]) > 0.5
+
+
+def test__save_load__roundtrip__identical_predictions(tmp_path) -> None:
+    X, y = make_classification(n_samples=80, n_features=4, random_state=0)
+    frame = pd.DataFrame(X, columns=list("abcd"))
+    frame["c"] = pd.Categorical(np.where(y == 1, "x", "y"))
+    model = TabRClassifier(**TINY, d_embedding=4, n_bins=4, random_state=0).fit(frame, y)
+    loaded = TabRClassifier.load(model.save(tmp_path / "tabr"))
+    np.testing.assert_array_equal(loaded.predict_proba(frame), model.predict_proba(frame))
+
+
+def test__random_state__same_seed_same_predictions_other_seed_differs() -> None:
+    X, y = make_regression(n_samples=60, n_features=3, random_state=1)
+    fit = lambda seed: TabRRegressor(**TINY, random_state=seed).fit(X, y).predict(X)  # noqa: E731
+    np.testing.assert_array_equal(fit(3), fit(3))
+    assert not np.array_equal(fit(3), fit(4))
+
+
+@parametrize_with_checks([TabRClassifier(**CHECKS, random_state=0), TabRRegressor(**CHECKS, random_state=0)])
+def test__sklearn_contract__tabr(estimator, check) -> None:
+    check(estimator)
