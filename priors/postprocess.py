@@ -131,8 +131,11 @@ def add_missing(
         p = np.minimum(col_rate * score / score.mean(axis=0), 0.95)
     else:
         p = np.broadcast_to(col_rate, (n, f))
+    mask = rng.random((n, f)) < p
+    empty = np.flatnonzero(mask.all(axis=0))  # keep one observed cell in every column
+    mask[rng.integers(0, n, empty.size), empty] = False
     out = x.copy()
-    out[rng.random((n, f)) < p] = np.nan
+    out[mask] = np.nan
     return out
 
 

@@ -131,6 +131,14 @@ def test__sample_dataset__requested_rates__missing_and_categorical_fractions_mat
     assert not np.isnan(x).any() and not cat.any()
 
 
+def test__make_batch__high_missing_rate_tiny_tables__every_column_keeps_a_value():
+    recipe = load_recipe("smoke", overrides={"postprocess": {"missing_prob": 1.0, "missing_rate": 0.9}})
+    for seed in range(10):
+        batch = make_batch(recipe, "regression", batch_size=4, n_rows=5, max_features=5, seed=seed)
+        observed = (~torch.isnan(batch.x)).any(dim=1)  # (B, F)
+        assert observed[batch.feature_mask].all()
+
+
 @pytest.mark.parametrize("family", ["mlp_scm", "tree_scm", "smooth"])
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test__sample_dataset__each_family__finite_and_deterministic(family, task):
