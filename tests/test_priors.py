@@ -233,6 +233,12 @@ def test__cli_prior_sample__parquet__readable_like_real_datasets(tmp_path):
         assert sum(isinstance(t, pd.CategoricalDtype) for t in df.dtypes) == row.n_categorical
         assert df["target"].nunique() == row.n_classes
         assert bool(df.drop(columns="target").isna().any().any()) == row.has_missing
+    fixed = tmp_path / "fixed"
+    assert main(["prior", "sample", "--recipe", "smoke", "--n", "3", "--out", str(fixed),
+                 "--rows", "40", "--features", "6", "--fixed-features", "--task", "regression"]) == 0
+    cat = pd.read_csv(fixed / "catalogue.csv")
+    assert (cat.n_features == 6).all() and (cat.task == "regression").all()
+    assert pd.read_parquet(fixed / f"{cat.name[0]}.parquet")["target"].dtype == np.float64
 
 
 def test__cli_prior_sample__shards_and_bad_recipe(tmp_path):

@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--features", type=int, default=features,
                        help="largest feature count; each dataset draws its own from the recipe "
                             f"(default: {features})")
+        p.add_argument("--fixed-features", action="store_true",
+                       help="give every dataset exactly --features features")
         p.add_argument("--seed", type=int, default=0, help="seed of the whole sample (default: 0)")
 
     s = sub.add_parser("sample", help="write synthetic datasets (Parquet + catalogue.csv, or shards)")
@@ -71,8 +73,9 @@ def _check_positive(**values: int) -> None:
             raise TabFMValidationError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
 
 
-def _draw(recipe: Any, task: str, *, n: int, rows: int, features: int, seed: int) -> list[tuple]:
-    """``n`` datasets with their own feature counts (as in a batch) from one seed."""
+def _draw(recipe: Any, task: str, *, n: int, rows: int, features: int, seed: int,
+          fixed: bool = False) -> list[tuple]:
+    """``n`` datasets with their own feature counts (as in a batch, unless ``fixed``) from one seed."""
     from priors import sample_dataset
     from priors.common import derive_seed
 
@@ -81,6 +84,7 @@ def _draw(recipe: Any, task: str, *, n: int, rows: int, features: int, seed: int
     for i in range(n):
         frac = recipe.shape.feature_fraction.sample(rng)
         f = int(np.clip(round(frac * features), min(recipe.shape.min_features, features), features))
+        f = features if fixed else f
         x, y, cat, meta = sample_dataset(recipe, task, n_rows=rows, n_features=f,
                                          seed=derive_seed(seed, 5, i))
         out.append((x, y, cat, meta))
@@ -123,7 +127,8 @@ def run_sample(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for i, (x, y, cat, meta) in enumerate(
-        _draw(recipe, args.task, n=args.n, rows=args.rows, features=args.features, seed=args.seed)
+        _draw(recipe, args.task, n=args.n, rows=args.rows, features=args.features, seed=args.seed,
+              fixed=args.fixed_features)
     ):
         name = f"prior_{args.seed}_{i:05d}"
         _frame(x, y, cat).to_parquet(out / f"{name}.parquet", index=False)
@@ -163,7 +168,8 @@ def run_show(args: argparse.Namespace) -> int:
 
     _check_positive(n=args.n, rows=args.rows, features=args.features)
     recipe = _recipe(args.recipe)
-    data = _draw(recipe, args.task, n=args.n, rows=args.rows, features=args.features, seed=args.seed)
+    data = _draw(recipe, args.task, n=args.n, rows=args.rows, features=args.features, seed=args.seed,
+                 fixed=args.fixed_features)
     fig, axes = plt.subplots(args.n, 4, figsize=(15, 3.0 * args.n), squeeze=False)
     classif = args.task == "classification"
     for i, (x, y, cat, meta) in enumerate(data):
