@@ -168,7 +168,7 @@ def test__schemathesis__openapi__no_server_errors(tmp_path: Path, checkpoints: d
                    headers={"content-type": "text/csv"}, timeout=120)
         result = subprocess.run(
             [str(st) if st.exists() else "st", "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
-             "--max-examples", "25", "--max-time", "240", "--workers", "1", "--seed", "1",
+             "--max-examples", "20", "--max-time", "120", "--workers", "1", "--seed", "1",
              "--generation-database", "none", "--request-timeout", "60", "--no-color",
              "--phases", "examples,coverage,fuzzing"],
             cwd=tmp_path, capture_output=True, text=True, timeout=600,
