@@ -16,7 +16,7 @@ import numpy as np
 
 from priors import mlp_scm, smooth, tree_scm
 from priors import postprocess as pp
-from priors.recipe import Recipe
+from priors.recipe import Recipe, load_recipe
 
 FAMILY_MODULES = {"mlp_scm": mlp_scm, "tree_scm": tree_scm, "smooth": smooth}
 TASKS = ("classification", "regression")
@@ -35,15 +35,15 @@ def choose_family(rng: np.random.Generator, recipe: Recipe) -> str:
 
 
 def sample_dataset(
-    recipe: Recipe, task: str, *, n_rows: int, n_features: int, seed: int,
+    recipe: Recipe | str, task: str, *, n_rows: int, n_features: int, seed: int,
     n_train: int | None = None, family: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Sample one synthetic dataset.
 
     Parameters
     ----------
-    recipe : Recipe
-        The prior (see :func:`priors.load_recipe`).
+    recipe : Recipe or str
+        The prior, or a path / shipped name for :func:`priors.load_recipe`.
     task : {"classification", "regression"}
     n_rows, n_features : int
         Exact table shape.
@@ -66,6 +66,7 @@ def sample_dataset(
         The family, its configuration and the post-processing choices (JSON-serialisable).
     """
     check_task(task)
+    recipe = load_recipe(recipe)
     if n_rows < 4:
         raise ValueError(f"n_rows must be >= 4, got {n_rows}")
     if n_features < 1:
