@@ -522,10 +522,8 @@ def _missing_rows(y: np.ndarray) -> np.ndarray:
     return np.array([], dtype=np.int64)
 
 
-def encode_classification_target(y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(codes, classes)``: int64 codes into the sorted array of class labels."""
-    from sklearn.utils.multiclass import check_classification_targets
-
+def _read_target(y: Any) -> np.ndarray:
+    """The target as a 1-D array, rejecting empty targets and missing values with the row at fault."""
     array = _target_to_numpy(y)
     if len(array) == 0:
         raise TabFMValidationError("y is empty")
@@ -535,6 +533,14 @@ def encode_classification_target(y: Any) -> tuple[np.ndarray, np.ndarray]:
             f"y has {len(missing)} missing value(s) (NaN/None), first at row {int(missing[0])}; "
             "drop those rows or fill the target"
         )
+    return array
+
+
+def encode_classification_target(y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(codes, classes)``: int64 codes into the sorted array of class labels."""
+    from sklearn.utils.multiclass import check_classification_targets
+
+    array = _read_target(y)
     if array.dtype == object:
         kinds = {type(v).__name__ for v in array}
         if len({("str" if isinstance(v, str) else "number") for v in array}) > 1:
@@ -558,15 +564,7 @@ def encode_classification_target(y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def encode_regression_target(y: Any) -> np.ndarray:
     """Return the target as float64, rejecting missing and infinite values with the row at fault."""
-    array = _target_to_numpy(y)
-    if len(array) == 0:
-        raise TabFMValidationError("y is empty")
-    missing = _missing_rows(array)
-    if len(missing):
-        raise TabFMValidationError(
-            f"y has {len(missing)} missing value(s) (NaN/None), first at row {int(missing[0])}; "
-            "drop those rows or fill the target"
-        )
+    array = _read_target(y)
     try:
         values = array.astype(np.float64)
     except (TypeError, ValueError) as exc:
