@@ -63,7 +63,7 @@ __all__ = [
     "build_graph",
     "export_estimator",
     "family_of",
-    "interp_columns",
+    "ColumnInterp",
     "ndtri",
     "output_name",
     "probe_rows",
@@ -114,36 +114,68 @@ def ndtri(p: Tensor) -> Tensor:
     return torch.where(q.abs() <= 0.425, central, tail)
 
 
-def interp_columns(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
-    """``np.interp`` applied column by column, with comparisons and gathers only (no sorting).
+def _float32_at_least(values: np.ndarray) -> np.ndarray:
+    """The smallest float32 not below each float64 value: for float32 ``x``, ``v <= x`` iff ``result <= x``."""
+    out = values.astype(np.float32)
+    below = out.astype(np.float64) < values
+    out[below] = np.nextafter(out[below], np.float32(np.inf))
+    return out
+
+
+class ColumnInterp(nn.Module):
+    """``np.interp`` column by column, written with comparisons and gathers only (no sorting).
+
+    The knot search is two-level: a comparison with the last knot of each block of ``S ~ sqrt(N)``
+    knots finds the block, then ``S`` comparisons inside it give the position, so a cell costs
+    ``~2 sqrt(N)`` comparisons instead of ``N``. Counting runs in float32 against knots rounded
+    up, which gives exactly the float64 comparison for float32 inputs; interpolation runs in
+    float64.
 
     Parameters
     ----------
-    x : Tensor
-        ``(R, F)`` points (NaN gives ``fp[0]``; callers mask it).
-    xp : Tensor
+    xp : ndarray
         ``(N, F)`` non-decreasing knots of each column (ties allowed, as in quantiles).
-    fp : Tensor
+    fp : ndarray
         ``(N,)`` values at the knots, shared by the columns.
 
-    Returns
-    -------
-    Tensor
-        ``(R, F)``; constant extrapolation beyond the first and last knots. At a tie, the value of
-        the last tied knot, as numpy returns.
+    Shape: ``(R, F)`` float32 -> ``(R, F)`` float64. Constant extrapolation beyond the first and
+    last knots; at a tie, the value of the last tied knot, as numpy returns. NaN cells give
+    ``fp[0]`` (callers mask them).
     """
-    n, f = xp.shape
-    count = (xp.unsqueeze(0) <= x.unsqueeze(1)).to(torch.int64).sum(1)  # (R, F): knots at or below x
-    lo = (count - 1).clamp(0, n - 1)
-    hi = count.clamp(0, n - 1)
-    column = torch.arange(f, dtype=torch.int64)
-    flat = xp.reshape(-1)
-    x_lo, x_hi = flat[lo * f + column], flat[hi * f + column]  # (R, F)
-    f_lo, f_hi = fp[lo], fp[hi]
-    gap = x_hi - x_lo
-    t = torch.where(gap > 0, (x - x_lo) / torch.where(gap > 0, gap, torch.ones_like(gap)), torch.zeros_like(x))
-    t = t.clamp(0.0, 1.0)
-    return f_lo + t * (f_hi - f_lo)
+
+    def __init__(self, xp: np.ndarray, fp: np.ndarray) -> None:
+        super().__init__()
+        xp = np.asarray(xp, dtype=np.float64)
+        n, f = xp.shape
+        block = max(1, math.ceil(math.sqrt(n)))
+        n_blocks = math.ceil(n / block)
+        padded = np.full((n_blocks * block, f), np.inf, dtype=np.float32)  # +inf: never counted
+        padded[:n] = _float32_at_least(xp)
+        self.n, self.f, self.block = n, f, block
+        self.register_buffer("block_last", torch.as_tensor(padded[block - 1 :: block].copy()))  # (n_blocks, F)
+        self.register_buffer("knots32", torch.as_tensor(padded.reshape(-1)))  # (n_blocks * S * F,)
+        self.register_buffer("knots64", torch.as_tensor(xp.reshape(-1)))  # (N * F,)
+        self.register_buffer("values", torch.as_tensor(np.asarray(fp, dtype=np.float64)))  # (N,)
+        self.register_buffer("column", torch.arange(f, dtype=torch.int64))
+        self.register_buffer("offsets", torch.arange(block, dtype=torch.int64) * f)  # (S,)
+        self.n_blocks = n_blocks
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, f, block = self.n, self.f, self.block
+        full_blocks = (self.block_last.unsqueeze(0) <= x.unsqueeze(1)).to(torch.float32).sum(1)  # (R, F)
+        start = full_blocks.to(torch.int64).clamp(max=self.n_blocks - 1) * block  # (R, F)
+        index = (start * f + self.column).unsqueeze(-1) + self.offsets  # (R, F, S)
+        inside = (self.knots32[index] <= x.unsqueeze(-1)).to(torch.float32).sum(-1).to(torch.int64)  # (R, F)
+        count = (start + inside).clamp(max=n)  # knots at or below x
+        lo = (count - 1).clamp(0, n - 1)
+        hi = count.clamp(0, n - 1)
+        x_lo, x_hi = self.knots64[lo * f + self.column], self.knots64[hi * f + self.column]  # (R, F)
+        f_lo, f_hi = self.values[lo], self.values[hi]
+        xd = x.to(torch.float64)
+        gap = x_hi - x_lo
+        safe_gap = torch.where(gap > 0, gap, torch.ones_like(gap))
+        t = torch.where(gap > 0, (xd - x_lo) / safe_gap, torch.zeros_like(xd)).clamp(0.0, 1.0)
+        return f_lo + t * (f_hi - f_lo)
 
 
 class QuantileNormal(nn.Module):
@@ -156,21 +188,18 @@ class QuantileNormal(nn.Module):
 
     def __init__(self, quantiles: np.ndarray, references: np.ndarray) -> None:
         super().__init__()
-        q = torch.as_tensor(np.asarray(quantiles, dtype=np.float64))  # (N, F)
-        r = torch.as_tensor(np.asarray(references, dtype=np.float64))  # (N,)
-        self.register_buffer("q_up", q)
-        self.register_buffer("r_up", r)
-        # The backward interpolation of the scaler, -interp(-x, -q[::-1], -r[::-1]), as a forward one.
-        self.register_buffer("q_down", -q.flip(0))
-        self.register_buffer("r_down", -r.flip(0))
+        q = np.asarray(quantiles, dtype=np.float64)  # (N, F)
+        r = np.asarray(references, dtype=np.float64)  # (N,)
+        self.up = ColumnInterp(q, r)
+        # The scaler's backward interpolation, -interp(-x, -q[::-1], -r[::-1]), as a forward one.
+        self.down = ColumnInterp(-q[::-1], -r[::-1])
 
     def forward(self, x: Tensor) -> Tensor:
-        xd = x.to(torch.float64)
-        up = interp_columns(xd, self.q_up, self.r_up)
-        down = -interp_columns(-xd, self.q_down, self.r_down)
+        up = self.up(x)
+        down = -self.down(-x)
         p = (0.5 * (up + down)).clamp(QUANTILE_EPS, 1.0 - QUANTILE_EPS)
         z = ndtri(p)
-        return torch.where(torch.isnan(xd), xd, z).to(torch.float32)
+        return torch.where(torch.isnan(x), torch.full_like(x, math.nan), z.to(torch.float32))
 
 
 class FeatureEncoderGraph(nn.Module):

@@ -20,7 +20,7 @@ from models.icl import ICLConfig, ICLTransformer
 from tabfm.checkpoint import save_checkpoint
 from tabfm.errors import TabFMValidationError
 from tabfm.icl import TabFMClassifier, TabFMRegressor
-from tabfm.onnx_export import QuantileNormal, export_estimator, ndtri
+from tabfm.onnx_export import ColumnInterp, QuantileNormal, export_estimator, ndtri
 from tabfm.onnx_predictor import OnnxPredictor, choose_providers
 from tabfm.preprocessing import NumericScaler, TablePreprocessor
 from tabfm.tabm import TabMClassifier, TabMRegressor
@@ -141,6 +141,21 @@ def test__ndtri__float64__matches_scipy() -> None:
 
     p = np.concatenate([np.linspace(1e-7, 1 - 1e-7, 20001), [1e-12, 1e-30, 1 - 1e-12, 0.075, 0.925]])
     np.testing.assert_allclose(ndtri(torch.tensor(p)).numpy(), scipy_ndtri(p), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_knots", [1, 2, 5, 300, 1000])
+def test__column_interp__ties_and_float32_neighbours__equals_numpy(n_knots: int) -> None:
+    rng = np.random.default_rng(n_knots)
+    smooth = np.sort(rng.normal(size=n_knots))
+    ties = np.sort(rng.integers(0, 4, n_knots).astype(np.float64))
+    ties[ties == 2] += 4e-16  # float64 knots between float32 values
+    xp = np.c_[smooth, ties]
+    fp = np.linspace(0.0, 1.0, n_knots)
+    x = np.r_[rng.normal(size=(200, 2)) * 2, xp, np.nextafter(xp.astype(np.float32), np.float32(np.inf))]
+    x = x.astype(np.float32)
+    got = ColumnInterp(xp, fp)(torch.as_tensor(x)).numpy()
+    want = np.stack([np.interp(x[:, j].astype(np.float64), xp[:, j], fp) for j in range(2)], axis=1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("n_quantiles", [1000, 7])
