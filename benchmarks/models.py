@@ -20,8 +20,10 @@ from sklearn.base import BaseEstimator
 
 N_THREADS = 2
 
-# CatBoost's multiclass loss grows with classes × rows; above this product a default fit takes
-# minutes on two cores, so it is skipped with the reason recorded (letter: 26 × 10,000 rows).
+# CatBoost's multiclass fit costs about classes × rows × features (1000 default iterations, one
+# gradient dimension per class). Measured on the 2-core development machine under load: ~0.5 ms
+# per unit, so 100,000 units is about a minute; larger multiclass fits are skipped with the reason
+# recorded (movement_libras: 15 × 252 × 90 took three minutes per seed).
 CATBOOST_MAX_MULTICLASS_WORK = 100_000
 
 
@@ -105,8 +107,8 @@ class CatBoostNative(BaseEstimator):
     """CatBoost with default parameters and its native categorical features.
 
     CatBoost wants categorical values as strings without NaN, so ``category`` columns are cast to
-    strings with missing values as their own level. Multiclass fits whose classes × rows exceed
-    ``max_multiclass_work`` raise ``ModelSkipped`` (the reason lands in the results).
+    strings with missing values as their own level. Multiclass fits whose classes × rows × features
+    exceed ``max_multiclass_work`` raise ``ModelSkipped`` (the reason lands in the results).
     """
 
     def __init__(
@@ -131,10 +133,12 @@ class CatBoostNative(BaseEstimator):
 
         self.cat_features_ = [c for c in X.columns if _is_categorical(X[c])]
         n_classes = len(np.unique(y))
-        if self.task == "multiclass" and n_classes * len(X) > self.max_multiclass_work:
+        work = n_classes * X.shape[0] * X.shape[1]
+        if self.task == "multiclass" and work > self.max_multiclass_work:
             raise ModelSkipped(
-                f"multiclass fit of {n_classes} classes × {len(X)} rows = {n_classes * len(X)} "
-                f"> {self.max_multiclass_work} would take minutes on {N_THREADS} threads"
+                f"multiclass fit of {n_classes} classes × {X.shape[0]} rows × {X.shape[1]} "
+                f"features = {work} > {self.max_multiclass_work} would take minutes on "
+                f"{N_THREADS} threads"
             )
         params = dict(
             thread_count=N_THREADS,

@@ -159,5 +159,5 @@ def test_make_split__singleton_class__falls_back_with_note():
 def test_catboost__large_multiclass__skips_with_reason():
     model = bmodels.CatBoostNative(task="multiclass", seed=0, max_multiclass_work=10)
     X = pd.DataFrame({"x": np.arange(6.0)})
-    with pytest.raises(bmodels.ModelSkipped, match="3 classes × 6 rows"):
+    with pytest.raises(bmodels.ModelSkipped, match="3 classes × 6 rows × 1 features"):
         model.fit(X, np.array([0, 1, 2, 0, 1, 2]))
