@@ -169,7 +169,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(ModelStore, settings.store)
         worker = TrainingWorker(maxsize=settings.training_queue_size)
-        cache = ModelCache(store, ort_threads=settings.ort_threads, device=settings.device)
+        cache = ModelCache(
+            store, ort_threads=settings.ort_threads, device=settings.device, max_concurrent=settings.max_concurrent_predictions
+        )
         app.state.store, app.state.worker, app.state.cache = store, worker, cache
         worker.start()
         n = await run_in_threadpool(cache.warm)

@@ -124,7 +124,8 @@ async def read_body(request: Request) -> RawBody:
     content_type = request.headers.get("content-type")
     if media_type(content_type) != MULTIPART:
         return RawBody(content_type, await request.body())
-    form = await request.form(max_files=4, max_fields=16)
+    limit = request.app.state.settings.max_body_bytes  # text fields may hold a whole CSV or JSON table
+    form = await request.form(max_files=4, max_fields=16, max_part_size=limit)
     body = RawBody(content_type)
     try:
         for name, value in form.multi_items():

@@ -8,6 +8,7 @@ file (its export failed, which its metadata records) the saved estimator serves 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +56,22 @@ class ServedModel:
         onnxruntime intra-op threads (0: its default).
     device : str
         Torch device when the estimator serves the model.
+    slots : Semaphore, optional
+        Shared by all models: bounds the graph runs at once, so that concurrent requests queue
+        instead of oversubscribing the cores (default: one slot per core).
     """
 
-    def __init__(self, directory: Path, record: ModelRecord, *, ort_threads: int = 0, device: str = "auto") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        record: ModelRecord,
+        *,
+        ort_threads: int = 0,
+        device: str = "auto",
+        slots: threading.Semaphore | None = None,
+    ) -> None:
         self.id = record.id
+        self.slots = slots or threading.Semaphore(os.cpu_count() or 1)
         self.task = record.task
         self.schema: list[dict[str, Any]] = record.info["schema"]
         self.feature_names = [c["name"] for c in self.schema]
@@ -88,10 +101,11 @@ class ServedModel:
 
     def predict(self, X: Any) -> Prediction:
         """Predict for a table (pyarrow, pandas, polars or numpy)."""
-        if self.task == "classification":
-            proba = np.asarray(self.predictor.predict_proba(X), dtype=np.float64)
-            return Prediction(self.classes[np.argmax(proba, axis=1)], proba, self.classes)
-        return Prediction(np.asarray(self.predictor.predict(X), dtype=np.float64), None, None)
+        with self.slots:
+            if self.task == "classification":
+                proba = np.asarray(self.predictor.predict_proba(X), dtype=np.float64)
+                return Prediction(self.classes[np.argmax(proba, axis=1)], proba, self.classes)
+            return Prediction(np.asarray(self.predictor.predict(X), dtype=np.float64), None, None)
 
     def table_from_columns(self, columns: dict[str, np.ndarray]) -> pa.Table:
         """A table from one array per feature (names as in the schema); 422 on missing/extra names."""
@@ -159,8 +173,9 @@ def _make_onnx_predictor(cls: Any, path: Path, threads: int) -> Any:
 class ModelCache:
     """Served models by id, loaded on first use (or at start-up) and shared across requests."""
 
-    def __init__(self, store: ModelStore, *, ort_threads: int = 0, device: str = "auto") -> None:
+    def __init__(self, store: ModelStore, *, ort_threads: int = 0, device: str = "auto", max_concurrent: int = 0) -> None:
         self.store = store
+        self.slots = threading.Semaphore(max_concurrent or os.cpu_count() or 1)
         self.ort_threads = ort_threads
         self.device = device
         self._models: dict[str, ServedModel] = {}
@@ -174,7 +189,9 @@ class ModelCache:
         with self._lock:
             model = self._models.get(record.id)
             if model is None:
-                model = ServedModel(self.store.model_dir(record.id), record, ort_threads=self.ort_threads, device=self.device)
+                model = ServedModel(
+                    self.store.model_dir(record.id), record, ort_threads=self.ort_threads, device=self.device, slots=self.slots
+                )
                 self._models[record.id] = model
         return model
 

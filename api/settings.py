@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, lt=65536, description="port 'tabfm serve' listens on")
     log_level: str = Field("info", description="logging level: debug, info, warning, error")
     ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per session (0: onnxruntime's default)")
+    max_concurrent_predictions: int = Field(
+        0, ge=0, description="graph runs at once (0: one per CPU core); further requests wait for a slot"
+    )
     device: str = Field("auto", description="torch device for fitting: auto, cpu or cuda[:N]")
     tabfm_classification_checkpoint: Path | None = Field(
         None, description="TabFM classification checkpoint (default: the one shipped with tabfm)"

@@ -149,12 +149,12 @@ class ModelStore:
                 (reason[:2000], time.time(), model_id),
             )
 
-    def _set_ready(self, model_id: str, info: dict[str, Any]) -> None:
+    def _set_ready(self, model_id: str, info: dict[str, Any]) -> bool:
         with self._connect() as db:
-            db.execute(
+            return bool(db.execute(
                 "UPDATE models SET status = 'ready', error = NULL, updated = ?, info = ? WHERE id = ?",
                 (time.time(), json.dumps(info), model_id),
-            )
+            ).rowcount)
 
     def healthy(self) -> bool:
         """The index answers and the models directory is writable."""
@@ -187,7 +187,8 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._set_ready(model_id, info)
+        if not self._set_ready(model_id, info):  # deleted while it was being trained
+            shutil.rmtree(self.model_dir(model_id), ignore_errors=True)
         return info
 
     def delete(self, model_id: str) -> bool:

@@ -97,13 +97,15 @@ def run_cell(url: str, path: str, body: bytes, concurrency: int, max_requests: i
 
     def worker() -> None:
         nonlocal issued, errors
-        with httpx.Client(base_url=url, timeout=60, headers={"content-type": "application/json"}) as client:
-            client.post(path, content=body)  # warm the connection
+        mine = 0
+        with httpx.Client(base_url=url, timeout=600, headers={"content-type": "application/json"}) as client:
             while True:
                 with lock:
-                    if issued >= max_requests or time.perf_counter() > deadline:
+                    # Every client sends at least one request, so slow cells still measure concurrency.
+                    if issued >= max(max_requests, concurrency) or (time.perf_counter() > deadline and mine > 0):
                         return
                     issued += 1
+                    mine += 1
                 start = time.perf_counter()
                 try:
                     ok = client.post(path, content=body).status_code == 200
@@ -116,6 +118,9 @@ def run_cell(url: str, path: str, body: bytes, concurrency: int, max_requests: i
                     else:
                         errors += 1
 
+    with httpx.Client(base_url=url, timeout=600, headers={"content-type": "application/json"}) as client:
+        client.post(path, content=body).raise_for_status()  # warm-up, not measured
+    deadline = time.perf_counter() + seconds
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     start = time.perf_counter()
     for t in threads:

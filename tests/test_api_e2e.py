@@ -22,9 +22,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
-
 from test_api import TABM_PARAMS, TABR_PARAMS, parquet_bytes, tiny_checkpoints, training_frame
 
 pytestmark = pytest.mark.slow
@@ -54,7 +52,7 @@ def serve(store: Path, checkpoints: dict[str, Path], **env: str) -> Iterator[str
         "TABFM_ORT_THREADS": "1",
         **env,
     }
-    log = open(store.parent / f"serve-{port}.log", "w")  # noqa: SIM115 - closed below
+    log = open(store.parent / f"serve-{port}.log", "w")
     process = subprocess.Popen(
         [*_serve_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(store)],
         cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,

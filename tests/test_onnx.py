@@ -234,6 +234,26 @@ def test__tabfm_full_attention__export__equals_torch(checkpoints: dict[str, Path
     np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test__numpy_table_of_one_kind__every_family__equals_torch(kind: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    if kind == "numeric":
+        X = rng.normal(size=(80, 3))
+        X[::7, 1] = np.nan
+    else:
+        X = rng.choice(["a", "b", "c"], size=(80, 2)).astype(object)
+    y = rng.integers(0, 2, 80)
+    models = [
+        TabFMClassifier(checkpoint=checkpoints["classification"], n_estimators=2, device="cpu"),
+        TabMClassifier(k=2, d_block=16, **PER_DATASET),
+        TabRClassifier(d_main=8, context_size=4, **PER_DATASET),
+    ]
+    for est in models:
+        est.fit(X, y)
+        predictor = OnnxPredictor(est.to_onnx(tmp_path / f"{type(est).__name__}.onnx"))
+        np.testing.assert_allclose(predictor.predict_proba(X[:20]), est.predict_proba(X[:20]), atol=TOL, rtol=0)
+
+
 # -- the file ------------------------------------------------------------------------------------------
 
 
