@@ -15,7 +15,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -157,7 +156,10 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
             )
         )
     table = pd.DataFrame(table)
-    total_ratio = results[results.impl == "tabfm"].fit_s.sum() / results[results.impl == "reference"].fit_s.sum()
+    total_ratio = (
+        results[results.impl == "tabfm"].fit_s.sum()
+        / results[results.impl == "reference"].fit_s.sum()
+    )
     verdict = (
         f"{int(table.within_spread.sum())} of {len(table)} datasets have |mean difference| within the "
         f"seeds' spread (the larger standard deviation over seeds of the two); total fit time "
@@ -176,11 +178,15 @@ def _markdown(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/datasets")
-    parser.add_argument("--datasets", default=None, help="comma-separated names (default: 8 small ones)")
+    parser.add_argument(
+        "--datasets", default=None, help="comma-separated names (default: 8 small ones)"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-train-rows", type=int, default=3000)
     parser.add_argument("--max-epochs", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--out", default="benchmarks/results/tabm_peer.md")
     parser.add_argument("--csv", default=None, help="also write the per-run rows here")
     args = parser.parse_args(argv)

@@ -155,8 +155,12 @@ class PiecewiseLinearEmbeddings(nn.Module):
         self.encoding = PiecewiseLinearEncoding(bins)
         n_features, max_bins = self.encoding.n_features, self.encoding.max_n_bins
         bound = d_embedding**-0.5
-        self.linear_weight = nn.Parameter(torch.empty(n_features, d_embedding).uniform_(-bound, bound))
-        self.linear_bias = nn.Parameter(torch.empty(n_features, d_embedding).uniform_(-bound, bound))
+        self.linear_weight = nn.Parameter(
+            torch.empty(n_features, d_embedding).uniform_(-bound, bound)
+        )
+        self.linear_bias = nn.Parameter(
+            torch.empty(n_features, d_embedding).uniform_(-bound, bound)
+        )
         self.ple_weight = nn.Parameter(torch.zeros(n_features, max_bins, d_embedding))
 
     @property

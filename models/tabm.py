@@ -42,7 +42,9 @@ def init_member_scaling_(
     k, width = scaling.shape
     sizes = [width] if chunks is None else list(chunks)
     if sum(sizes) != width:
-        raise ValueError(f"chunks must sum to the scaling width {width}, however: sum(chunks)={sum(sizes)}")
+        raise ValueError(
+            f"chunks must sum to the scaling width {width}, however: sum(chunks)={sum(sizes)}"
+        )
     if how == "ones":
         return scaling.fill_(1.0)
     draws = torch.empty(k, len(sizes) if chunks is not None else width)
@@ -129,9 +131,13 @@ class TabMConfig:
     def __post_init__(self) -> None:
         for name in ("k", "d_block", "d_out"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, however: {name}={getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be a positive integer, however: {name}={getattr(self, name)}"
+                )
         if self.n_blocks is not None and self.n_blocks < 1:
-            raise ValueError(f"n_blocks must be None or a positive integer, however: n_blocks={self.n_blocks}")
+            raise ValueError(
+                f"n_blocks must be None or a positive integer, however: n_blocks={self.n_blocks}"
+            )
         if self.n_num_features < 0 or (self.n_num_features == 0 and not self.cat_cardinalities):
             raise ValueError(
                 "TabM needs at least one feature, however: "
@@ -185,7 +191,9 @@ class TabM(nn.Module):
             chunks += [config.d_embedding] * config.n_num_features
         else:
             chunks += [1] * config.n_num_features
-        self.one_hot = OneHotEncoding(config.cat_cardinalities) if config.cat_cardinalities else None
+        self.one_hot = (
+            OneHotEncoding(config.cat_cardinalities) if config.cat_cardinalities else None
+        )
         chunks += list(config.cat_cardinalities)
         d_in = sum(chunks)
 
@@ -220,11 +228,17 @@ class TabM(nn.Module):
         parts = []
         if self.config.n_num_features > 0:
             if x_num is None:
-                raise ValueError(f"x_num is required: the model has {self.config.n_num_features} numeric features")
-            parts.append(x_num if self.num_embeddings is None else self.num_embeddings(x_num).flatten(1))
+                raise ValueError(
+                    f"x_num is required: the model has {self.config.n_num_features} numeric features"
+                )
+            parts.append(
+                x_num if self.num_embeddings is None else self.num_embeddings(x_num).flatten(1)
+            )
         if self.one_hot is not None:
             if x_cat is None:
-                raise ValueError(f"x_cat is required: the model has {len(self.config.cat_cardinalities)} categorical features")
+                raise ValueError(
+                    f"x_cat is required: the model has {len(self.config.cat_cardinalities)} categorical features"
+                )
             parts.append(self.one_hot(x_cat))
         return torch.cat(parts, dim=1)
 

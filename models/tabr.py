@@ -101,10 +101,14 @@ class TabRConfig:
                 f"n_num_features={self.n_num_features}, cat_cardinalities={self.cat_cardinalities}"
             )
         if self.n_classes is not None and self.n_classes < 2:
-            raise ValueError(f"n_classes must be None (regression) or >= 2, however: n_classes={self.n_classes}")
+            raise ValueError(
+                f"n_classes must be None (regression) or >= 2, however: n_classes={self.n_classes}"
+            )
         for name in ("d_main", "context_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, however: {name}={getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be a positive integer, however: {name}={getattr(self, name)}"
+                )
 
     @property
     def d_out(self) -> int:
@@ -155,16 +159,22 @@ class TabR(nn.Module):
         d_in = sum(config.cat_cardinalities)
         if config.d_embedding > 0 and config.n_num_features > 0:
             if bins is None or len(bins) != config.n_num_features:
-                raise ValueError(f"bins must hold {config.n_num_features} tensors of edges when d_embedding > 0")
+                raise ValueError(
+                    f"bins must hold {config.n_num_features} tensors of edges when d_embedding > 0"
+                )
             self.num_embeddings = PiecewiseLinearEmbeddings(bins, d_embedding=config.d_embedding)
             d_in += config.n_num_features * config.d_embedding
         else:
             d_in += config.n_num_features
-        self.one_hot = OneHotEncoding(config.cat_cardinalities) if config.cat_cardinalities else None
+        self.one_hot = (
+            OneHotEncoding(config.cat_cardinalities) if config.cat_cardinalities else None
+        )
 
         # Encoder E.
         self.linear = nn.Linear(d_in, d_main)
-        self.encoder = nn.Sequential(*(_ResidualBlock(config, prenorm=i > 0) for i in range(config.encoder_n_blocks)))
+        self.encoder = nn.Sequential(
+            *(_ResidualBlock(config, prenorm=i > 0) for i in range(config.encoder_n_blocks))
+        )
         # Retrieval R.
         use_norm = config.mixer_normalization
         if use_norm is None:
@@ -186,7 +196,9 @@ class TabR(nn.Module):
         )
         self.context_dropout = nn.Dropout(config.context_dropout)
         # Predictor P.
-        self.predictor = nn.Sequential(*(_ResidualBlock(config, prenorm=True) for _ in range(config.predictor_n_blocks)))
+        self.predictor = nn.Sequential(
+            *(_ResidualBlock(config, prenorm=True) for _ in range(config.predictor_n_blocks))
+        )
         self.head = nn.Sequential(nn.LayerNorm(d_main), nn.ReLU(), nn.Linear(d_main, config.d_out))
 
     def encode(self, x_num: Tensor | None, x_cat: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -194,8 +206,12 @@ class TabR(nn.Module):
         parts = []
         if self.config.n_num_features > 0:
             if x_num is None:
-                raise ValueError(f"x_num is required: the model has {self.config.n_num_features} numeric features")
-            parts.append(x_num if self.num_embeddings is None else self.num_embeddings(x_num).flatten(1))
+                raise ValueError(
+                    f"x_num is required: the model has {self.config.n_num_features} numeric features"
+                )
+            parts.append(
+                x_num if self.num_embeddings is None else self.num_embeddings(x_num).flatten(1)
+            )
         if self.one_hot is not None:
             if x_cat is None:
                 raise ValueError("x_cat is required: the model has categorical features")

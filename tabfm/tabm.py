@@ -100,7 +100,9 @@ class _TabMBase(TabularEstimator):
 
     def _fit_encoded(self, X_enc: np.ndarray, y_enc: np.ndarray, rng: np.random.Generator) -> None:
         if self.n_bins < 2:
-            raise TabFMValidationError(f"n_bins must be an integer >= 2, however: n_bins={self.n_bins!r}")
+            raise TabFMValidationError(
+                f"n_bins must be an integer >= 2, however: n_bins={self.n_bins!r}"
+            )
         training = TrainingConfig(
             lr=self.lr,
             weight_decay=self.weight_decay,
@@ -111,9 +113,14 @@ class _TabMBase(TabularEstimator):
             verbose=self.verbose,
         )
         device = self.device_
-        self.features_ = FeatureEncoder(self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_)
+        self.features_ = FeatureEncoder(
+            self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_
+        )
         train_rows, val_rows = split_validation(
-            y_enc, fraction=self.validation_fraction, rng=rng, stratify=self._task == "classification"
+            y_enc,
+            fraction=self.validation_fraction,
+            rng=rng,
+            stratify=self._task == "classification",
         )
         self.features_.fit(X_enc[train_rows])
         x_num, x_cat = to_tensors(*self.features_.transform(X_enc), device)
@@ -190,18 +197,25 @@ class _TabMBase(TabularEstimator):
         config["cat_cardinalities"] = tuple(config["cat_cardinalities"])
         self.config_ = TabMConfig(**config)
         self.bins_ = [tensors[f"bins.{i}"].cpu() for i in range(meta["n_bins_tensors"])] or None
-        self.features_ = FeatureEncoder(self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_)
+        self.features_ = FeatureEncoder(
+            self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_
+        )
         self.features_.set_state(tensors)
         self.training_ = meta.get("training", {})
         model = self._build_model(self.config_, self.bins_)
-        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        )
         self.model_ = model.to(self.device_).eval()
 
 
 def _forward_batched(model: torch.nn.Module, x_num: Tensor | None, x_cat: Tensor | None) -> Tensor:
     n = (x_num if x_num is not None else x_cat).shape[0]
     outs = [
-        model(take(x_num, slice(i, i + PREDICT_BATCH_ROWS)), take(x_cat, slice(i, i + PREDICT_BATCH_ROWS)))
+        model(
+            take(x_num, slice(i, i + PREDICT_BATCH_ROWS)),
+            take(x_cat, slice(i, i + PREDICT_BATCH_ROWS)),
+        )
         for i in range(0, n, PREDICT_BATCH_ROWS)
     ]
     return torch.cat(outs).float()  # (n, k, O)

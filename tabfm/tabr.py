@@ -131,9 +131,14 @@ class _TabRBase(TabularEstimator):
             time_limit=self.time_limit,
             verbose=self.verbose,
         )
-        self.features_ = FeatureEncoder(self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_)
+        self.features_ = FeatureEncoder(
+            self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_
+        )
         train_rows, val_rows = split_validation(
-            y_enc, fraction=self.validation_fraction, rng=rng, stratify=self._task == "classification"
+            y_enc,
+            fraction=self.validation_fraction,
+            rng=rng,
+            stratify=self._task == "classification",
         )
         if len(train_rows) < 2:
             train_rows = val_rows = np.arange(len(y_enc))
@@ -178,7 +183,9 @@ class _TabRBase(TabularEstimator):
             else:
                 x_all, k_all = model.encode(cand_num, cand_cat)  # (N, D) with gradients
                 x, k = x_all[idx], k_all[idx]
-                ctx = model.retrieve(k, k_all, self_idx=idx, search=search)  # (B, m), never idx itself
+                ctx = model.retrieve(
+                    k, k_all, self_idx=idx, search=search
+                )  # (B, m), never idx itself
                 out = model.mix(x, k, k_all, cand_y, ctx)
             return self._loss(out, cand_y[idx])
 
@@ -212,7 +219,9 @@ class _TabRBase(TabularEstimator):
         self.model_.eval()
         with torch.no_grad():
             search = self._search(self.candidate_k_.shape[0])
-            return _predict_batched(self.model_, x_num, x_cat, self.candidate_k_, self.candidate_y_, search)
+            return _predict_batched(
+                self.model_, x_num, x_cat, self.candidate_k_, self.candidate_y_, search
+            )
 
     # -- save / load -------------------------------------------------------------------------------
 
@@ -243,11 +252,15 @@ class _TabRBase(TabularEstimator):
         config["cat_cardinalities"] = tuple(config["cat_cardinalities"])
         self.config_ = TabRConfig(**config)
         self.bins_ = [tensors[f"bins.{i}"].cpu() for i in range(meta["n_bins_tensors"])] or None
-        self.features_ = FeatureEncoder(self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_)
+        self.features_ = FeatureEncoder(
+            self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_
+        )
         self.features_.set_state(tensors)
         self.training_ = meta.get("training", {})
         model = TabR(self.config_, bins=self.bins_)
-        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        )
         self.model_ = model.to(self.device_).eval()
         self.candidate_y_ = tensors["candidates.y"]
         self.candidate_k_ = tensors["candidates.k"]
@@ -283,7 +296,13 @@ def _predict_batched(
     for i in range(0, n, PREDICT_BATCH_ROWS):
         rows = slice(i, i + PREDICT_BATCH_ROWS)
         outs.append(
-            model(take(x_num, rows), take(x_cat, rows), candidate_k=candidate_k, candidate_y=candidate_y, search=search)
+            model(
+                take(x_num, rows),
+                take(x_cat, rows),
+                candidate_k=candidate_k,
+                candidate_y=candidate_y,
+                search=search,
+            )
         )
     return torch.cat(outs).float()  # (n, d_out)
 

@@ -25,7 +25,9 @@ from tabfm.tabm import TabMClassifier, TabMRegressor
 from tabfm.training import TrainingConfig, split_validation, train
 
 # Small enough for scikit-learn's checks, trained enough for their accuracy floors (0.83 on train).
-CHECKS = dict(k=2, d_block=16, d_embedding=2, n_bins=4, max_epochs=10, batch_size=32, lr=1e-2, device="cpu")
+CHECKS = dict(
+    k=2, d_block=16, d_embedding=2, n_bins=4, max_epochs=10, batch_size=32, lr=1e-2, device="cpu"
+)
 TINY = dict(k=4, d_block=16, d_embedding=4, n_bins=8, max_epochs=3, batch_size=64, device="cpu")
 
 
@@ -54,7 +56,9 @@ def test__quantile_bins__ties_and_constant_columns__valid_increasing_edges() -> 
 
 
 def test__ple_embeddings__start_linear__ple_weight_zero() -> None:
-    emb = PiecewiseLinearEmbeddings(compute_quantile_bins(torch.randn(50, 3), n_bins=4), d_embedding=5)
+    emb = PiecewiseLinearEmbeddings(
+        compute_quantile_bins(torch.randn(50, 3), n_bins=4), d_embedding=5
+    )
     x = torch.randn(7, 3)
     assert emb(x).shape == (7, 3, 5)
     torch.testing.assert_close(emb(x), x.unsqueeze(-1) * emb.linear_weight + emb.linear_bias)
@@ -62,7 +66,9 @@ def test__ple_embeddings__start_linear__ple_weight_zero() -> None:
 
 def test__one_hot__codes__one_per_feature_block() -> None:
     out = OneHotEncoding([2, 3])(torch.tensor([[1, 0], [0, 2]]))
-    torch.testing.assert_close(out, torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(
+        out, torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0]])
+    )
 
 
 # -- network -------------------------------------------------------------------------------------
@@ -72,7 +78,13 @@ def test__one_hot__codes__one_per_feature_block() -> None:
 @pytest.mark.parametrize("d_embedding", [0, 4])
 def test__tabm_forward__num_and_cat__k_member_outputs(arch: str, d_embedding: int) -> None:
     config = TabMConfig(
-        n_num_features=3, d_out=5, cat_cardinalities=(3, 4), k=6, d_block=16, arch=arch, d_embedding=d_embedding
+        n_num_features=3,
+        d_out=5,
+        cat_cardinalities=(3, 4),
+        k=6,
+        d_block=16,
+        arch=arch,
+        d_embedding=d_embedding,
     )
     bins = compute_quantile_bins(torch.randn(40, 3), n_bins=6)
     model = TabM(config, bins=bins)
@@ -82,7 +94,9 @@ def test__tabm_forward__num_and_cat__k_member_outputs(arch: str, d_embedding: in
 
 
 def test__tabm_init__only_first_layer_adapters_random__rest_ones() -> None:
-    config = TabMConfig(n_num_features=2, d_out=1, cat_cardinalities=(3,), k=5, d_block=8, n_blocks=3, d_embedding=4)
+    config = TabMConfig(
+        n_num_features=2, d_out=1, cat_cardinalities=(3,), k=5, d_block=8, n_blocks=3, d_embedding=4
+    )
     model = TabM(config, bins=compute_quantile_bins(torch.randn(30, 2), n_bins=4))
     layers = [block[0] for block in model.blocks]
     assert all(isinstance(layer, LinearBatchEnsemble) for layer in layers)
@@ -153,7 +167,9 @@ def test__train__time_limit__stops_early() -> None:
 
 def test__split_validation__stratified__every_class_kept_in_training() -> None:
     y = np.array([0] * 10 + [1] * 3 + [2] * 2)
-    train_rows, val_rows = split_validation(y, fraction=0.2, rng=np.random.default_rng(0), stratify=True)
+    train_rows, val_rows = split_validation(
+        y, fraction=0.2, rng=np.random.default_rng(0), stratify=True
+    )
     assert set(y[train_rows]) == {0, 1, 2}
     assert len(np.intersect1d(train_rows, val_rows)) == 0 and len(train_rows) + len(val_rows) == 15
 
@@ -164,9 +180,17 @@ def test__split_validation__stratified__every_class_kept_in_training() -> None:
 @pytest.mark.slow
 def test__classifier__multiclass_toy__well_above_chance() -> None:
     X, y = make_classification(
-        n_samples=200, n_features=6, n_informative=4, n_redundant=0, n_classes=3, class_sep=2.0, random_state=0
+        n_samples=200,
+        n_features=6,
+        n_informative=4,
+        n_redundant=0,
+        n_classes=3,
+        class_sep=2.0,
+        random_state=0,
     )
-    model = TabMClassifier(**{**TINY, "max_epochs": 20, "batch_size": 32, "d_block": 32}, random_state=0).fit(X[:150], y[:150])
+    model = TabMClassifier(
+        **{**TINY, "max_epochs": 20, "batch_size": 32, "d_block": 32}, random_state=0
+    ).fit(X[:150], y[:150])
     proba = model.predict_proba(X[150:])
     assert proba.shape == (50, 3)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
@@ -179,7 +203,9 @@ def test__regressor__mixed_types_with_missing__fits_and_explains_variance() -> N
     frame = pd.DataFrame(X, columns=list("abcd"))
     frame.loc[::7, "a"] = np.nan
     frame["cat"] = pd.Categorical(np.where(X[:, 0] > 0, "hi", "lo"))
-    model = TabMRegressor(**{**TINY, "max_epochs": 25, "d_block": 32}, random_state=0).fit(frame[:150], y[:150])
+    model = TabMRegressor(**{**TINY, "max_epochs": 25, "d_block": 32}, random_state=0).fit(
+        frame[:150], y[:150]
+    )
     assert model.predict(frame[150:]).shape == (50,)
     assert model.score(frame[150:], y[150:]) > 0.5
 

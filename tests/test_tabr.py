@@ -41,7 +41,8 @@ def test__faiss_search__when_installed__same_as_exact() -> None:
     candidates = torch.randn(200, 8)
     own = torch.arange(10)
     torch.testing.assert_close(
-        search(candidates[:10], candidates, 6, own), exact_search(candidates[:10], candidates, 6, own)
+        search(candidates[:10], candidates, 6, own),
+        exact_search(candidates[:10], candidates, 6, own),
     )
 
 
@@ -74,7 +75,9 @@ def test__training__a_row_never_retrieves_itself(monkeypatch, memory_efficient: 
     X, y = make_classification(n_samples=120, n_features=4, random_state=0)
     # 96 training rows: the cheap path re-encodes the context when 96 > 1.5 * batch * context.
     batch_size = 8 if memory_efficient else 32
-    TabRClassifier(d_main=8, context_size=4, batch_size=batch_size, max_epochs=2, random_state=0).fit(X, y)
+    TabRClassifier(
+        d_main=8, context_size=4, batch_size=batch_size, max_epochs=2, random_state=0
+    ).fit(X, y)
     assert calls and all(idx is not None for idx, _ in calls)
     for self_idx, ctx in calls:
         assert ctx.shape == (len(self_idx), 4)
@@ -100,9 +103,17 @@ def test__predict__candidate_keys_cached__not_re_encoded(monkeypatch) -> None:
 @pytest.mark.slow
 def test__classifier__multiclass_toy__well_above_chance() -> None:
     X, y = make_classification(
-        n_samples=200, n_features=6, n_informative=4, n_redundant=0, n_classes=3, class_sep=2.0, random_state=0
+        n_samples=200,
+        n_features=6,
+        n_informative=4,
+        n_redundant=0,
+        n_classes=3,
+        class_sep=2.0,
+        random_state=0,
     )
-    model = TabRClassifier(**{**TINY, "max_epochs": 20, "lr": 3e-3}, random_state=0).fit(X[:150], y[:150])
+    model = TabRClassifier(**{**TINY, "max_epochs": 20, "lr": 3e-3}, random_state=0).fit(
+        X[:150], y[:150]
+    )
     proba = model.predict_proba(X[150:])
     assert proba.shape == (50, 3)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
@@ -115,7 +126,9 @@ def test__regressor__mixed_types_with_missing__explains_variance() -> None:
     frame = pd.DataFrame(X, columns=list("abcd"))
     frame.loc[::7, "a"] = np.nan
     frame["cat"] = pd.Categorical(np.where(X[:, 0] > 0, "hi", "lo"))
-    model = TabRRegressor(**{**TINY, "max_epochs": 30, "lr": 3e-3}, random_state=0).fit(frame[:150], y[:150])
+    model = TabRRegressor(**{**TINY, "max_epochs": 30, "lr": 3e-3}, random_state=0).fit(
+        frame[:150], y[:150]
+    )
     assert model.score(frame[150:], y[150:]) > 0.5
 
 
@@ -135,6 +148,8 @@ def test__random_state__same_seed_same_predictions_other_seed_differs() -> None:
     assert not np.array_equal(fit(3), fit(4))
 
 
-@parametrize_with_checks([TabRClassifier(**CHECKS, random_state=0), TabRRegressor(**CHECKS, random_state=0)])
+@parametrize_with_checks(
+    [TabRClassifier(**CHECKS, random_state=0), TabRRegressor(**CHECKS, random_state=0)]
+)
 def test__sklearn_contract__tabr(estimator, check) -> None:
     check(estimator)
