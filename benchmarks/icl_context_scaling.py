@@ -17,6 +17,7 @@ from the previous size, would exceed the time or memory limits; the table says s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -60,14 +61,29 @@ def worker(kind: str, n_train: int, threads: int) -> dict:
         t2 = time.perf_counter()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert logits.shape == (1, N_TEST, 10) and bool(torch.isfinite(logits).all())
-    return {"kind": kind, "n_train": n_train, "encode_s": t1 - t0, "predict_s": t2 - t1,
-            "total_s": t2 - t0, "peak_rss_mb": peak_mb, "working_mb": peak_mb - base_mb,
-            "load_avg": os.getloadavg()[0]}
+    return {
+        "kind": kind,
+        "n_train": n_train,
+        "encode_s": t1 - t0,
+        "predict_s": t2 - t1,
+        "total_s": t2 - t0,
+        "peak_rss_mb": peak_mb,
+        "working_mb": peak_mb - base_mb,
+        "load_avg": os.getloadavg()[0],
+    }
 
 
 def run_case(kind: str, n_train: int, threads: int, timeout_s: float) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.icl_context_scaling", "--worker", kind, str(n_train),
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.icl_context_scaling",
+        "--worker",
+        kind,
+        str(n_train),
+        "--threads",
+        str(threads),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=True)
     except subprocess.TimeoutExpired:
@@ -106,7 +122,7 @@ def write_outputs(records: list[dict], out: Path, threads: int) -> None:
     lines += ["", "Growth per 10x training rows (total time; working memory):", ""]
     for kind in ("inducing", "full"):
         done = [r for r in records if r["kind"] == kind and "skipped" not in r]
-        for a, b in zip(done, done[1:]):
+        for a, b in itertools.pairwise(done):
             lines.append(
                 f"- {kind}, {a['n_train']:,} -> {b['n_train']:,}: time x{b['total_s'] / a['total_s']:.1f}, "
                 f"working memory x{b['working_mb'] / max(a['working_mb'], 1.0):.1f}, "
@@ -120,8 +136,13 @@ def write_outputs(records: list[dict], out: Path, threads: int) -> None:
         n = [r["n_train"] for r in done]
         axes[0].plot(n, [r["total_s"] for r in done], marker=marker, label=kind)
         axes[1].plot(n, [r["peak_rss_mb"] for r in done], marker=marker, label=f"{kind} peak RSS")
-        axes[1].plot(n, [max(r["working_mb"], 1.0) for r in done], marker=marker, linestyle="--",
-                     label=f"{kind} working")
+        axes[1].plot(
+            n,
+            [max(r["working_mb"], 1.0) for r in done],
+            marker=marker,
+            linestyle="--",
+            label=f"{kind} working",
+        )
     ref = [SIZES[0], SIZES[-1]]
     for ax, ylabel in ((axes[0], "seconds (encode + predict 1k rows)"), (axes[1], "MB")):
         ax.set_xscale("log")
@@ -132,8 +153,13 @@ def write_outputs(records: list[dict], out: Path, threads: int) -> None:
         ax.legend(fontsize=8)
     first = next((r for r in records if r["kind"] == "inducing" and "skipped" not in r), None)
     if first:
-        axes[0].plot(ref, [first["total_s"], first["total_s"] * 100], color="grey", linestyle=":",
-                     label="linear from inducing 1k")
+        axes[0].plot(
+            ref,
+            [first["total_s"], first["total_s"] * 100],
+            color="grey",
+            linestyle=":",
+            label="linear from inducing 1k",
+        )
         axes[0].legend(fontsize=8)
     fig.suptitle("ICL inference cost against context size")
     fig.tight_layout()
@@ -161,8 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/icl_context_scaling"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-seconds", type=float, default=600.0, help="skip or stop a case beyond this")
-    parser.add_argument("--max-gb", type=float, default=16.0, help="skip a case whose memory would exceed this")
+    parser.add_argument(
+        "--max-seconds", type=float, default=600.0, help="skip or stop a case beyond this"
+    )
+    parser.add_argument(
+        "--max-gb", type=float, default=16.0, help="skip a case whose memory would exceed this"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "N_TRAIN"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -175,14 +205,27 @@ def main(argv: list[str] | None = None) -> None:
             if kind == "full" and previous is not None and "skipped" not in previous:
                 est_s = _estimate_exact_s(previous, n, records)
                 if est_s > args.max_seconds:
-                    records.append({"kind": kind, "n_train": n, "skipped": (
-                        f"skipped: exact self-attention over the training rows is quadratic; estimated "
-                        f"{est_s / 60:.0f} min from {previous['n_train']:,} rows (limit {args.max_seconds / 60:.0f} min)")})
+                    records.append(
+                        {
+                            "kind": kind,
+                            "n_train": n,
+                            "skipped": (
+                                f"skipped: exact self-attention over the training rows is quadratic; estimated "
+                                f"{est_s / 60:.0f} min from {previous['n_train']:,} rows (limit {args.max_seconds / 60:.0f} min)"
+                            ),
+                        }
+                    )
                     print(records[-1], flush=True)
                     previous = records[-1]
                     continue
             if previous is not None and "skipped" in previous and kind == "full":
-                records.append({"kind": kind, "n_train": n, "skipped": "skipped: smaller context already over the limit"})
+                records.append(
+                    {
+                        "kind": kind,
+                        "n_train": n,
+                        "skipped": "skipped: smaller context already over the limit",
+                    }
+                )
                 continue
             record = run_case(kind, n, args.threads, timeout_s=args.max_seconds * 1.5)
             if "skipped" not in record and record["peak_rss_mb"] > args.max_gb * 1024:

@@ -25,8 +25,9 @@ from models.icl import ICLConfig, ICLTransformer
 SHAPES = [(16, 512, 10), (8, 1024, 20)]
 
 
-def time_step(model: ICLTransformer, b: int, r: int, f: int, *, steps: int, train_fraction: float
-              ) -> tuple[float, float]:
+def time_step(
+    model: ICLTransformer, b: int, r: int, f: int, *, steps: int, train_fraction: float
+) -> tuple[float, float]:
     """Median (wall, cpu) seconds of forward + backward on a random batch."""
     g = torch.Generator().manual_seed(0)
     n_train = int(r * train_fraction)
@@ -36,7 +37,9 @@ def time_step(model: ICLTransformer, b: int, r: int, f: int, *, steps: int, trai
     for i in range(steps + 1):  # the first step warms up allocators and kernels
         w0, c0 = time.perf_counter(), time.process_time()
         logits = model(x, y[:, :n_train])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[:, n_train:].reshape(-1).long())
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y[:, n_train:].reshape(-1).long()
+        )
         loss.backward()
         model.zero_grad(set_to_none=True)
         if i:
@@ -53,14 +56,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f} at start")
-    print(f"{'attention':<10} {'params':>9} {'batch (B x R x F)':>18} {'wall s/step':>12} {'cpu s/step':>11}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f} at start"
+    )
+    print(
+        f"{'attention':<10} {'params':>9} {'batch (B x R x F)':>18} {'wall s/step':>12} {'cpu s/step':>11}"
+    )
     for kind in ("full", "inducing"):
         model = ICLTransformer(ICLConfig(attention=AttentionConfig(kind=kind))).train()
         for b, r, f in SHAPES:
-            wall, cpu = time_step(model, b, r, f, steps=args.steps, train_fraction=args.train_fraction)
-            print(f"{kind:<10} {model.n_parameters():>9,} {f'{b} x {r} x {f}':>18} {wall:>12.2f} {cpu:>11.2f}",
-                  flush=True)
+            wall, cpu = time_step(
+                model, b, r, f, steps=args.steps, train_fraction=args.train_fraction
+            )
+            print(
+                f"{kind:<10} {model.n_parameters():>9,} {f'{b} x {r} x {f}':>18} {wall:>12.2f} {cpu:>11.2f}",
+                flush=True,
+            )
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 

@@ -63,19 +63,24 @@ class AttentionConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in ("full", "inducing"):
-            raise ValueError(f"AttentionConfig.kind must be 'full' or 'inducing', got kind={self.kind!r}")
+            raise ValueError(
+                f"AttentionConfig.kind must be 'full' or 'inducing', got kind={self.kind!r}"
+            )
         if self.n_heads < 1:
             raise ValueError(f"AttentionConfig.n_heads must be >= 1, got n_heads={self.n_heads}")
         if self.n_inducing < 1:
-            raise ValueError(f"AttentionConfig.n_inducing must be >= 1, got n_inducing={self.n_inducing}")
+            raise ValueError(
+                f"AttentionConfig.n_inducing must be >= 1, got n_inducing={self.n_inducing}"
+            )
 
 
 def _use_explicit() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
-           explicit: bool | None = None) -> Tensor:
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None, explicit: bool | None = None
+) -> Tensor:
     """Scaled dot-product attention ``softmax(q k^T / sqrt(d)) v``.
 
     Parameters
@@ -101,7 +106,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
     if explicit is None:
         explicit = _use_explicit()
     if explicit:
-        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (..., H, Lq, Lk)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (..., H, Lq, Lk)
         if key_mask is not None:
             scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
         return torch.matmul(torch.softmax(scores, dim=-1), v)
@@ -136,7 +142,9 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, *, d_model: int, n_heads: int, bias: bool = True) -> None:
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}")
+            raise ValueError(
+                f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}"
+            )
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -152,8 +160,15 @@ class MultiHeadAttention(nn.Module):
         """Keys and values ``(..., H, Lk, dh)`` of a key/value set ``(..., Lk, D)``."""
         return self._heads(self.k_proj(x_kv)), self._heads(self.v_proj(x_kv))
 
-    def read(self, x_q: Tensor, k: Tensor, v: Tensor, *, key_mask: Tensor | None = None,
-             rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def read(
+        self,
+        x_q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        key_mask: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Queries ``(..., Lq, D)`` read projected keys/values ``(..., H, Lk, dh)``."""
         q = self._heads(self.q_proj(x_q))  # (..., H, Lq, dh)
         if rope is not None:
@@ -161,8 +176,14 @@ class MultiHeadAttention(nn.Module):
         out = attend(q, k, v, key_mask=key_mask)  # (..., H, Lq, dh)
         return self.out_proj(out.transpose(-2, -3).flatten(-2))  # (..., Lq, D)
 
-    def forward(self, x_q: Tensor, x_kv: Tensor, *, key_mask: Tensor | None = None,
-                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(
+        self,
+        x_q: Tensor,
+        x_kv: Tensor,
+        *,
+        key_mask: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Attention of ``x_q`` over ``x_kv``; ``rope`` (cos, sin) rotates queries and keys alike,
         so it requires ``x_q`` and ``x_kv`` to be the same sequence."""
         k, v = self.project_kv(x_kv)

@@ -60,8 +60,9 @@ def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> tuple[Tens
     return mean, torch.where(constant, torch.ones_like(std), std)
 
 
-def cell_inputs(x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor, *,
-                clip_value: float) -> Tensor:
+def cell_inputs(
+    x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor, *, clip_value: float
+) -> Tensor:
     """Per-cell input channels ``(z, missing, categorical)``.
 
     Parameters
@@ -94,7 +95,9 @@ class InducedSetBlock(nn.Module):
     Shape: ``summarize``: ``(N, L_ctx, d)`` -> ``(N, m, d)``; ``read``: ``(N, L, d)`` -> ``(N, L, d)``.
     """
 
-    def __init__(self, *, d: int, n_inducing: int, n_heads: int, d_ffn: int, dropout: float) -> None:
+    def __init__(
+        self, *, d: int, n_inducing: int, n_heads: int, d_ffn: int, dropout: float
+    ) -> None:
         super().__init__()
         self.inducing = nn.Parameter(torch.randn(n_inducing, d))
         self.norm_ctx = make_norm(d)
@@ -144,21 +147,33 @@ class ColumnEmbedding(nn.Module):
     summaries. ``embed``: ``x (B, R, F)`` with statistics and summaries -> ``(B, F, R, d)``.
     """
 
-    def __init__(self, *, d: int, n_inducing: int, n_blocks: int, n_heads: int, d_ffn: int,
-                 clip_value: float, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        d: int,
+        n_inducing: int,
+        n_blocks: int,
+        n_heads: int,
+        d_ffn: int,
+        clip_value: float,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.clip_value = clip_value
         self.lift = nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList(
-            InducedSetBlock(d=d, n_inducing=n_inducing, n_heads=n_heads, d_ffn=d_ffn, dropout=dropout)
+            InducedSetBlock(
+                d=d, n_inducing=n_inducing, n_heads=n_heads, d_ffn=d_ffn, dropout=dropout
+            )
             for _ in range(n_blocks)
         )
 
     def _lift(self, x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor) -> Tensor:
         return self.lift(cell_inputs(x, mean, std, categorical, clip_value=self.clip_value))
 
-    def embed_train(self, x_train: Tensor, categorical: Tensor
-                    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
+    def embed_train(
+        self, x_train: Tensor, categorical: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
         """Embed the training cells and return ``(cells, mean, std, summaries)``.
 
         ``summaries`` holds one ``(B, F, m, d)`` tensor per block.
@@ -174,8 +189,14 @@ class ColumnEmbedding(nn.Module):
             summaries.append(s.unflatten(0, (b, f)))
         return e.unflatten(0, (b, f)), mean, std, tuple(summaries)
 
-    def embed(self, x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor,
-              summaries: tuple[Tensor, ...]) -> Tensor:
+    def embed(
+        self,
+        x: Tensor,
+        mean: Tensor,
+        std: Tensor,
+        categorical: Tensor,
+        summaries: tuple[Tensor, ...],
+    ) -> Tensor:
         """Embed any cells ``(B, R, F)`` against stored statistics and summaries -> ``(B, F, R, d)``."""
         e = self._lift(x, mean, std, categorical)  # (B, F, R, d)
         b, f = e.shape[:2]

@@ -47,9 +47,13 @@ def sinh_borders(n_bins: int = 64, *, half_range: float = 5.0, sharpness: float 
     Returns ``(n_bins + 1,)`` increasing float32 borders, symmetric around 0.
     """
     if n_bins < 3:
-        raise ValueError(f"a bar distribution needs n_bins >= 3 (two tails and an inner bin), got n_bins={n_bins}")
+        raise ValueError(
+            f"a bar distribution needs n_bins >= 3 (two tails and an inner bin), got n_bins={n_bins}"
+        )
     if half_range <= 0 or sharpness <= 0:
-        raise ValueError(f"half_range and sharpness must be > 0, got half_range={half_range}, sharpness={sharpness}")
+        raise ValueError(
+            f"half_range and sharpness must be > 0, got half_range={half_range}, sharpness={sharpness}"
+        )
     t = torch.linspace(-1.0, 1.0, n_bins + 1, dtype=torch.float64)
     return (half_range * torch.sinh(sharpness * t) / math.sinh(sharpness)).to(torch.float32)
 
@@ -80,10 +84,14 @@ class BarDistribution(nn.Module):
     All methods take ``logits (..., n_bins)``; ``y`` has shape ``(...)``.
     """
 
-    def __init__(self, n_bins: int = 64, *, half_range: float = 5.0, sharpness: float = 2.0) -> None:
+    def __init__(
+        self, n_bins: int = 64, *, half_range: float = 5.0, sharpness: float = 2.0
+    ) -> None:
         super().__init__()
         self.n_bins = n_bins
-        self.register_buffer("borders", sinh_borders(n_bins, half_range=half_range, sharpness=sharpness))
+        self.register_buffer(
+            "borders", sinh_borders(n_bins, half_range=half_range, sharpness=sharpness)
+        )
 
     @property
     def widths(self) -> Tensor:
@@ -92,7 +100,9 @@ class BarDistribution(nn.Module):
 
     def _check(self, logits: Tensor) -> None:
         if logits.shape[-1] != self.n_bins:
-            raise ValueError(f"logits must end with n_bins={self.n_bins} entries, got shape {tuple(logits.shape)}")
+            raise ValueError(
+                f"logits must end with n_bins={self.n_bins} entries, got shape {tuple(logits.shape)}"
+            )
 
     def nll(self, logits: Tensor, y: Tensor) -> Tensor:
         """Per-element negative log-likelihood ``(...)`` of targets ``y (...)`` (finite for any finite y)."""
@@ -102,7 +112,7 @@ class BarDistribution(nn.Module):
         w = self.widths.to(logits.dtype)
         y = y.to(logits.dtype)
         inner = b[1:-1].contiguous()
-        idx = torch.bucketize(y.detach().contiguous(), inner).clamp(0, self.n_bins - 1)  # bin index in [0, n_bins)
+        idx = torch.bucketize(y.detach().contiguous(), inner)  # bin index in [0, n_bins)
         log_mass = log_p.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
         # Uniform inside inner bins.
         log_density = log_mass - torch.log(w[idx])
@@ -112,7 +122,9 @@ class BarDistribution(nn.Module):
         half_normal = math.log(2.0) - 0.5 * math.log(2 * math.pi)
         left = log_mass + half_normal - torch.log(w[0]) - 0.5 * left_dist**2
         right = log_mass + half_normal - torch.log(w[-1]) - 0.5 * right_dist**2
-        log_density = torch.where(idx == 0, left, torch.where(idx == self.n_bins - 1, right, log_density))
+        log_density = torch.where(
+            idx == 0, left, torch.where(idx == self.n_bins - 1, right, log_density)
+        )
         return -log_density
 
     def mean(self, logits: Tensor) -> Tensor:
@@ -122,8 +134,13 @@ class BarDistribution(nn.Module):
         b = self.borders.to(p.dtype)
         centres = 0.5 * (b[1:] + b[:-1])
         shift = math.sqrt(2.0 / math.pi)  # mean of a unit half-normal
-        centres = torch.cat([(b[1] - shift * (b[1] - b[0])).reshape(1), centres[1:-1],
-                             (b[-2] + shift * (b[-1] - b[-2])).reshape(1)])
+        centres = torch.cat(
+            [
+                (b[1] - shift * (b[1] - b[0])).reshape(1),
+                centres[1:-1],
+                (b[-2] + shift * (b[-1] - b[-2])).reshape(1),
+            ]
+        )
         return p @ centres
 
     def median(self, logits: Tensor) -> Tensor:

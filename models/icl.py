@@ -112,14 +112,22 @@ class ICLConfig:
         if isinstance(self.attention, dict):
             object.__setattr__(self, "attention", AttentionConfig(**self.attention))
         if self.task not in ("classification", "regression"):
-            raise ValueError(f"ICLConfig.task must be 'classification' or 'regression', got task={self.task!r}")
+            raise ValueError(
+                f"ICLConfig.task must be 'classification' or 'regression', got task={self.task!r}"
+            )
         min_outputs = 3 if self.task == "regression" else 2
         if self.n_outputs < min_outputs:
-            raise ValueError(f"ICLConfig.n_outputs must be >= {min_outputs} for {self.task}, got n_outputs={self.n_outputs}")
+            raise ValueError(
+                f"ICLConfig.n_outputs must be >= {min_outputs} for {self.task}, got n_outputs={self.n_outputs}"
+            )
         if self.d_model % self.attention.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by attention.n_heads={self.attention.n_heads}")
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by attention.n_heads={self.attention.n_heads}"
+            )
         if self.d_cell % self.n_cell_heads:
-            raise ValueError(f"d_cell={self.d_cell} must be divisible by n_cell_heads={self.n_cell_heads}")
+            raise ValueError(
+                f"d_cell={self.d_cell} must be divisible by n_cell_heads={self.n_cell_heads}"
+            )
         for name in ("n_col_inducing", "n_col_blocks", "n_row_blocks", "n_cls", "n_icl_blocks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ICLConfig.{name} must be >= 1, got {name}={getattr(self, name)}")
@@ -156,8 +164,12 @@ class ICLContext:
 
     def tensors(self) -> dict[str, Tensor]:
         """Flat name -> tensor mapping (e.g. for safetensors or ONNX constants)."""
-        out = {"mean": self.mean, "std": self.std, "feature_mask": self.feature_mask,
-               "categorical": self.categorical}
+        out = {
+            "mean": self.mean,
+            "std": self.std,
+            "feature_mask": self.feature_mask,
+            "categorical": self.categorical,
+        }
         for name in ("column_summaries", "keys", "values"):
             for i, t in enumerate(getattr(self, name)):
                 out[f"{name}.{i}"] = t
@@ -166,13 +178,20 @@ class ICLContext:
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor]) -> ICLContext:
         """Inverse of :meth:`tensors`."""
+
         def seq(name: str) -> tuple[Tensor, ...]:
             n = sum(1 for key in tensors if key.startswith(name + "."))
             return tuple(tensors[f"{name}.{i}"] for i in range(n))
 
-        return cls(mean=tensors["mean"], std=tensors["std"], feature_mask=tensors["feature_mask"],
-                   categorical=tensors["categorical"], column_summaries=seq("column_summaries"),
-                   keys=seq("keys"), values=seq("values"))
+        return cls(
+            mean=tensors["mean"],
+            std=tensors["std"],
+            feature_mask=tensors["feature_mask"],
+            categorical=tensors["categorical"],
+            column_summaries=seq("column_summaries"),
+            keys=seq("keys"),
+            values=seq("values"),
+        )
 
     def map(self, fn: Any) -> ICLContext:
         """Apply ``fn`` to every tensor (e.g. ``lambda t: t.detach().to(device)``)."""
@@ -210,7 +229,9 @@ def feature_position_features(positions: Tensor, n_frequencies: int, base: float
     Periods run geometrically from ``2 pi`` to ``2 pi base``, so neighbouring positions differ in
     the fast components and distant ones in the slow components.
     """
-    exponent = torch.arange(n_frequencies, device=positions.device, dtype=torch.float32) / n_frequencies
+    exponent = (
+        torch.arange(n_frequencies, device=positions.device, dtype=torch.float32) / n_frequencies
+    )
     angles = positions.to(torch.float32).unsqueeze(-1) * base ** (-exponent)  # (..., n_freq)
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
@@ -230,8 +251,19 @@ class RowEncoder(nn.Module):
     Shape: cells ``(B, F, R, d)``, ``feature_mask (B, F)`` -> rows ``(B, R, D)``.
     """
 
-    def __init__(self, *, d: int, d_out: int, n_cls: int, n_blocks: int, n_heads: int, d_ffn: int,
-                 position_base: float, dropout: float, n_frequencies: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        d: int,
+        d_out: int,
+        n_cls: int,
+        n_blocks: int,
+        n_heads: int,
+        d_ffn: int,
+        position_base: float,
+        dropout: float,
+        n_frequencies: int = 8,
+    ) -> None:
         super().__init__()
         self.n_cls = n_cls
         self.n_frequencies = n_frequencies
@@ -247,17 +279,23 @@ class RowEncoder(nn.Module):
         self.norm_row = make_norm(d_out)
 
     def forward(self, cells: Tensor, feature_mask: Tensor) -> Tensor:
-        b, f, r, d = cells.shape
-        positions = torch.cumsum(feature_mask.to(torch.float32), dim=1)  # (B, F): 1, 2, ... over real features
-        identity = self.identity(feature_position_features(positions, self.n_frequencies, self.position_base))
+        b, _, r, d = cells.shape
+        # Positions 1, 2, ... count real features only: padding anywhere shifts nothing.
+        positions = torch.cumsum(feature_mask.to(torch.float32), dim=1)  # (B, F)
+        identity = self.identity(
+            feature_position_features(positions, self.n_frequencies, self.position_base)
+        )
         tokens = cells.transpose(1, 2) + identity[:, None]  # (B, R, F, d)
         t = torch.cat([self.cls.expand(b, r, self.n_cls, d), tokens], dim=2)  # (B, R, T, d)
-        real = torch.cat([torch.ones_like(feature_mask[:, :1]).expand(b, self.n_cls), feature_mask], dim=1)  # (B, T)
-        key_mask = real[:, None, None, None, :]  # (B, 1, 1, 1, T): broadcast over rows, heads, queries
+        cls_real = torch.ones_like(feature_mask[:, :1]).expand(b, self.n_cls)
+        real = torch.cat([cls_real, feature_mask], dim=1)  # (B, T)
+        # Broadcast over rows, heads and queries.
+        key_mask = real[:, None, None, None, :]  # (B, 1, 1, 1, T)
         for block in self.blocks[:-1]:
             t = block(t, key_mask)
         weights = feature_mask.to(t.dtype)[:, None, :, None]  # (B, 1, F, 1)
-        pooled = (t[:, :, self.n_cls:] * weights).sum(2) / weights.sum(2).clamp_min(1.0)  # (B, R, d)
+        pooled = (t[:, :, self.n_cls :] * weights).sum(2)  # (B, R, d)
+        pooled = pooled / weights.sum(2).clamp_min(1.0)
         cls = self.norm_cls(self.blocks[-1](t, key_mask, queries=self.n_cls))  # (B, R, n_cls, d)
         row = torch.cat([cls.flatten(2), self.norm_pool(pooled)], dim=-1)  # (B, R, (n_cls+1) d)
         return self.norm_row(self.proj(row))  # (B, R, D)
@@ -300,12 +338,23 @@ class ICLTransformer(nn.Module):
         super().__init__()
         self.config = c = config
         self.column_embedding = ColumnEmbedding(
-            d=c.d_cell, n_inducing=c.n_col_inducing, n_blocks=c.n_col_blocks, n_heads=c.n_cell_heads,
-            d_ffn=c.d_cell_ffn, clip_value=c.clip_value, dropout=c.dropout,
+            d=c.d_cell,
+            n_inducing=c.n_col_inducing,
+            n_blocks=c.n_col_blocks,
+            n_heads=c.n_cell_heads,
+            d_ffn=c.d_cell_ffn,
+            clip_value=c.clip_value,
+            dropout=c.dropout,
         )
         self.row_encoder = RowEncoder(
-            d=c.d_cell, d_out=c.d_model, n_cls=c.n_cls, n_blocks=c.n_row_blocks, n_heads=c.n_cell_heads,
-            d_ffn=c.d_cell_ffn, position_base=c.position_base, dropout=c.dropout,
+            d=c.d_cell,
+            d_out=c.d_model,
+            n_cls=c.n_cls,
+            n_blocks=c.n_row_blocks,
+            n_heads=c.n_cell_heads,
+            d_ffn=c.d_cell_ffn,
+            position_base=c.position_base,
+            dropout=c.dropout,
         )
         if c.task == "classification":
             self.label_embedding: nn.Module = nn.Embedding(c.n_outputs, c.d_model)
@@ -323,7 +372,9 @@ class ICLTransformer(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
-    def _masks(x: Tensor, feature_mask: Tensor | None, categorical: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _masks(
+        x: Tensor, feature_mask: Tensor | None, categorical: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         b, _, f = x.shape
         if feature_mask is None:
             feature_mask = torch.ones(b, f, dtype=torch.bool, device=x.device)
@@ -341,7 +392,12 @@ class ICLTransformer(nn.Module):
             y = y_train.to(torch.float32).clamp(-self.config.clip_value, self.config.clip_value)
             return self.label_embedding(y.unsqueeze(-1))  # (B, R_train, D)
         if not _use_explicit():
-            bad = ~torch.isfinite(y_train) | (y_train < 0) | (y_train >= self.config.n_outputs) | (y_train != y_train.round())
+            bad = (
+                ~torch.isfinite(y_train)
+                | (y_train < 0)
+                | (y_train >= self.config.n_outputs)
+                | (y_train != y_train.round())
+            )
             if bool(bad.any()):
                 raise ValueError(
                     f"y_train must hold class indices 0..{self.config.n_outputs - 1} for classification, "
@@ -350,8 +406,14 @@ class ICLTransformer(nn.Module):
         return self.label_embedding(y_train.long())  # (B, R_train, D)
 
     # ---------------------------------------------------------------- inference
-    def encode_context(self, x_train: Tensor, y_train: Tensor, *, feature_mask: Tensor | None = None,
-                       categorical: Tensor | None = None) -> ICLContext:
+    def encode_context(
+        self,
+        x_train: Tensor,
+        y_train: Tensor,
+        *,
+        feature_mask: Tensor | None = None,
+        categorical: Tensor | None = None,
+    ) -> ICLContext:
         """Summarise the training rows: a pure function of the weights and ``(x_train, y_train)``.
 
         Parameters
@@ -368,7 +430,9 @@ class ICLTransformer(nn.Module):
         ICLContext
         """
         if y_train.shape != x_train.shape[:2]:
-            raise ValueError(f"y_train must have shape (B, R_train)={tuple(x_train.shape[:2])}, got {tuple(y_train.shape)}")
+            raise ValueError(
+                f"y_train must have shape (B, R_train)={tuple(x_train.shape[:2])}, got {tuple(y_train.shape)}"
+            )
         feature_mask, categorical = self._masks(x_train, feature_mask, categorical)
         x_train = torch.where(feature_mask[:, None, :], x_train, 0.0)
         cells, mean, std, summaries = self.column_embedding.embed_train(x_train, categorical)
@@ -381,21 +445,36 @@ class ICLTransformer(nn.Module):
             values.append(summary[1])
             if i + 1 < len(self.blocks):  # the last block's context update would never be read
                 h = block.read(h, summary)
-        return ICLContext(mean=mean, std=std, feature_mask=feature_mask, categorical=categorical,
-                          column_summaries=summaries, keys=tuple(keys), values=tuple(values))
+        return ICLContext(
+            mean=mean,
+            std=std,
+            feature_mask=feature_mask,
+            categorical=categorical,
+            column_summaries=summaries,
+            keys=tuple(keys),
+            values=tuple(values),
+        )
 
     def predict_from_context(self, context: ICLContext, x_test: Tensor) -> Tensor:
         """Logits ``(B, R_test, n_outputs)`` for test rows ``(B, R_test, F)``; rows are independent."""
         x_test = torch.where(context.feature_mask[:, None, :], x_test, 0.0)
-        cells = self.column_embedding.embed(x_test, context.mean, context.std, context.categorical,
-                                            context.column_summaries)  # (B, F, R_test, d)
+        cells = self.column_embedding.embed(
+            x_test, context.mean, context.std, context.categorical, context.column_summaries
+        )
+        # cells: (B, F, R_test, d)
         h = self.row_encoder(cells, context.feature_mask)  # (B, R_test, D)
         for block, k, v in zip(self.blocks, context.keys, context.values, strict=True):
             h = block.read(h, (k, v))
         return self.head(self.norm_out(h))
 
-    def forward(self, x: Tensor, y_train: Tensor, *, feature_mask: Tensor | None = None,
-                categorical: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        y_train: Tensor,
+        *,
+        feature_mask: Tensor | None = None,
+        categorical: Tensor | None = None,
+    ) -> Tensor:
         """Logits for the test rows of ``x (B, R, F)`` whose first ``y_train.shape[1]`` rows are training rows.
 
         Returns
@@ -405,8 +484,12 @@ class ICLTransformer(nn.Module):
         """
         n_train = y_train.shape[1]
         if not 0 < n_train < x.shape[1]:
-            raise ValueError(f"need 0 < R_train < R, got R_train={n_train} (y_train.shape[1]) and R={x.shape[1]}")
-        context = self.encode_context(x[:, :n_train], y_train, feature_mask=feature_mask, categorical=categorical)
+            raise ValueError(
+                f"need 0 < R_train < R, got R_train={n_train} (y_train.shape[1]) and R={x.shape[1]}"
+            )
+        context = self.encode_context(
+            x[:, :n_train], y_train, feature_mask=feature_mask, categorical=categorical
+        )
         return self.predict_from_context(context, x[:, n_train:])
 
     def n_parameters(self) -> int:

@@ -13,7 +13,9 @@ def _pair(d: int = 16, n_heads: int = 2, n_inducing: int = 4, seed: int = 0):
     """Exact and inducing attention with the same projection weights."""
     torch.manual_seed(seed)
     full = ContextAttention(d_model=d, config=AttentionConfig(kind="full", n_heads=n_heads))
-    inducing = ContextAttention(d_model=d, config=AttentionConfig(kind="inducing", n_heads=n_heads, n_inducing=n_inducing))
+    inducing = ContextAttention(
+        d_model=d, config=AttentionConfig(kind="inducing", n_heads=n_heads, n_inducing=n_inducing)
+    )
     inducing.mha.load_state_dict(full.mha.state_dict())
     return full, inducing
 

@@ -15,15 +15,29 @@ from models.icl import ICLConfig, ICLContext, ICLTransformer
 KINDS = ["full", "inducing"]
 
 
-def tiny_config(kind: str = "inducing", task: str = "classification", n_outputs: int = 4) -> ICLConfig:
+def tiny_config(
+    kind: str = "inducing", task: str = "classification", n_outputs: int = 4
+) -> ICLConfig:
     return ICLConfig(
-        task=task, n_outputs=n_outputs, d_model=16, d_cell=8, d_cell_ffn=16, n_cell_heads=2,
-        n_col_inducing=4, n_row_blocks=1, n_cls=2, n_icl_blocks=2, d_ffn=32, n_thinking_rows=2,
+        task=task,
+        n_outputs=n_outputs,
+        d_model=16,
+        d_cell=8,
+        d_cell_ffn=16,
+        n_cell_heads=2,
+        n_col_inducing=4,
+        n_row_blocks=1,
+        n_cls=2,
+        n_icl_blocks=2,
+        d_ffn=32,
+        n_thinking_rows=2,
         attention=AttentionConfig(kind=kind, n_heads=2, n_inducing=4),
     )
 
 
-def tiny_model(kind: str = "inducing", task: str = "classification", seed: int = 0) -> ICLTransformer:
+def tiny_model(
+    kind: str = "inducing", task: str = "classification", seed: int = 0
+) -> ICLTransformer:
     torch.manual_seed(seed)
     return ICLTransformer(tiny_config(kind, task)).eval()
 
@@ -48,7 +62,9 @@ def test_forward__equals_encode_context_then_predict(kind):
     model = tiny_model(kind)
     x, y = tiny_batch()
     context = model.encode_context(x[:, :12], y)
-    torch.testing.assert_close(model(x, y), model.predict_from_context(context, x[:, 12:]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        model(x, y), model.predict_from_context(context, x[:, 12:]), atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -100,7 +116,7 @@ def test_forward__padded_features_at_end_or_between__same_predictions(kind):
         pad = torch.zeros(2, x.shape[1], 2)
         xp = torch.cat([x[..., :where], pad, x[..., where:]], dim=-1)
         mask = torch.ones(2, 5, dtype=torch.bool)
-        mask[:, where:where + 2] = False
+        mask[:, where : where + 2] = False
         cat = torch.zeros(2, 5, dtype=torch.bool)
         cat[:, 1 if where == 3 else 3] = True
         cat[:, where] = True  # a categorical flag on a padded column must not matter either
@@ -163,15 +179,17 @@ def test_context__tensors_round_trip__same_predictions():
     context = model.encode_context(x[:, :12], y)
     rebuilt = ICLContext.from_tensors({k: v.clone() for k, v in context.tensors().items()})
     assert len(rebuilt.keys) == 2 and len(rebuilt.column_summaries) == 1
-    torch.testing.assert_close(model.predict_from_context(rebuilt, x[:, 12:]),
-                               model.predict_from_context(context, x[:, 12:]))
+    torch.testing.assert_close(
+        model.predict_from_context(rebuilt, x[:, 12:]),
+        model.predict_from_context(context, x[:, 12:]),
+    )
 
 
 def test_encode_context__label_out_of_range__raises_value_error():
     model = tiny_model()
     x, y = tiny_batch()
     y[0, 0] = 4.0
-    with pytest.raises(ValueError, match="class indices 0..3"):
+    with pytest.raises(ValueError, match=r"class indices 0\.\.3"):
         model(x, y)
 
 
@@ -201,8 +219,13 @@ def test_regression__forward__logits_over_bins_and_finite_nll(kind):
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_training__few_adam_steps_on_fixed_batch__loss_decreases(task):
     torch.manual_seed(0)
-    config = ICLConfig(**{**tiny_config("inducing").to_dict(), "task": task,
-                          "n_outputs": 16 if task == "regression" else 4})
+    config = ICLConfig(
+        **{
+            **tiny_config("inducing").to_dict(),
+            "task": task,
+            "n_outputs": 16 if task == "regression" else 4,
+        }
+    )
     model = ICLTransformer(config)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 32, 3, generator=g)
@@ -213,7 +236,9 @@ def test_training__few_adam_steps_on_fixed_batch__loss_decreases(task):
         logits = model(x, target[:, :24])
         if task == "regression":
             return model.bar_distribution.nll(logits, target[:, 24:]).mean()
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, 4), target[:, 24:].reshape(-1).long())
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, 4), target[:, 24:].reshape(-1).long()
+        )
 
     first = loss_fn().item()
     for _ in range(12):
@@ -256,7 +281,9 @@ def test_bar_distribution__tail_mass__quantiles_beyond_borders():
     logits[-1] = 30.0
     q = bar.quantile(logits, [0.5, 0.99])
     assert (q > bar.borders[-2]).all() and q[1] > bar.borders[-1]
-    assert bar.mean(logits) == pytest.approx(bar.borders[-2].item() + math.sqrt(2 / math.pi) * bar.widths[-1].item())
+    assert bar.mean(logits) == pytest.approx(
+        bar.borders[-2].item() + math.sqrt(2 / math.pi) * bar.widths[-1].item()
+    )
 
 
 def test_bar_distribution__quantiles__monotone_in_level():
@@ -282,7 +309,9 @@ def test_predict_from_context__onnx_export__matches_torch(tmp_path):
     x, y = tiny_batch(b=1, f=3)
     x[0, ::4, 1] = float("nan")
     with torch.no_grad():
-        context = model.encode_context(x[:, :12], y, categorical=torch.tensor([[False, False, True]]))
+        context = model.encode_context(
+            x[:, :12], y, categorical=torch.tensor([[False, False, True]])
+        )
 
     class Predict(torch.nn.Module):
         def __init__(self) -> None:
@@ -293,8 +322,13 @@ def test_predict_from_context__onnx_export__matches_torch(tmp_path):
             return self.model.predict_from_context(context, x_test)
 
     path = tmp_path / "icl.onnx"
-    torch.onnx.export(Predict(), (x[:, 12:],), str(path), dynamo=True,
-                      dynamic_shapes={"x_test": {1: torch.export.Dim("rows")}})
+    torch.onnx.export(
+        Predict(),
+        (x[:, 12:],),
+        str(path),
+        dynamo=True,
+        dynamic_shapes={"x_test": {1: torch.export.Dim("rows")}},
+    )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x_new = torch.randn(1, 9, 3)
     x_new[0, 0, 0] = float("nan")
