@@ -86,3 +86,14 @@ def test__pretrainer__resume__continues_step_and_keeps_logs(tmp_path: Path) -> N
         torch.testing.assert_close(a, b)
     log_lines = (tmp_path / "elsewhere" / "loss_log.csv").read_text().strip().splitlines()
     assert len(log_lines) == 1 + 5  # header + one row per step, carried over
+
+
+def test__regression_loss__near_constant_training_target__bounded(tmp_path: Path) -> None:
+    """A training target with almost no spread must not explode the loss (seen at 4e12)."""
+    torch.manual_seed(0)
+    trainer = Pretrainer(_config("regression"), out=tmp_path)
+    batch = make_batch("smoke", "regression", batch_size=2, n_rows=32, max_features=3, seed=0)
+    batch.y[:, : batch.split] = 1.0 + 1e-7 * torch.randn(2, batch.split)
+    batch.y[:, batch.split :] = 50.0
+    loss = batch_loss(trainer.model, batch, torch.device("cpu"))
+    assert torch.isfinite(loss) and loss.item() < 1e3
