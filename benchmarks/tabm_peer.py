@@ -33,12 +33,12 @@ from tabfm.tabm import TabMClassifier, TabMRegressor
 DEFAULT_DATASETS = [
     "hepatitis",
     "ionosphere",
-    "breast_w",
-    "ecoli",
-    "dermatology",
     "207_autoPrice",
     "560_bodyfat",
     "hitters_salary",
+    "ecoli",
+    "547_no2",
+    "dermatology",
 ]
 
 
@@ -94,13 +94,18 @@ def _score(task: str, est, split: bdata.Split, classes: np.ndarray) -> dict[str,
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
     names = args.datasets.split(",") if args.datasets else DEFAULT_DATASETS
-    rows = []
+    csv = Path(args.csv) if args.csv else None
+    # Rows already in --csv are kept and not re-run, so an interrupted check resumes.
+    rows = pd.read_csv(csv).to_dict("records") if csv is not None and csv.is_file() else []
+    done = {(r["dataset"], int(r["seed"]), r["impl"]) for r in rows}
     for entry in bdata.local_datasets(args.data_dir, names):
         dataset = entry.load()
         classes = np.unique(dataset.y) if entry.task != "regression" else np.array([])
         for seed in range(args.seeds):
             split = bdata.make_split(dataset, seed, max_train_rows=args.max_train_rows)
             for impl in ("tabfm", "reference"):
+                if (entry.name, seed, impl) in done:
+                    continue
                 if entry.task == "regression":
                     cls = TabMRegressor if impl == "tabfm" else ReferenceTabMRegressor
                 else:
@@ -124,6 +129,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                         epochs=est.training_["n_epochs"],
                     )
                 )
+                if csv is not None:
+                    pd.DataFrame(rows).to_csv(csv, index=False)
                 print(
                     f"{entry.name:>16} seed {seed} {impl:>9}: score {score:.4f} fit {fit_s:6.1f}s "
                     f"epochs {est.training_['n_epochs']}",
@@ -188,14 +195,19 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--out", default="benchmarks/results/tabm_peer.md")
-    parser.add_argument("--csv", default=None, help="also write the per-run rows here")
+    parser.add_argument(
+        "--csv",
+        default=None,
+        help="per-run rows, written after every fit; existing rows are reused",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = run(args)
-    if args.csv:
-        results.to_csv(args.csv, index=False)
+    results = results[
+        results.dataset.isin(args.datasets.split(",") if args.datasets else DEFAULT_DATASETS)
+    ]
     table, verdict = summarise(results)
     lines = [
         "# TabM peer check: tabfm network vs the reference `tabm` package",

@@ -29,7 +29,9 @@ from models.tabr import SearchFn, TabR, TabRConfig
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
 from tabfm.training import FeatureEncoder, TrainingConfig, split_validation, take, to_tensors, train
 
-PREDICT_BATCH_ROWS = 1024
+# Rows per forward pass at predict: the (rows, context, 2 * d_main) hidden tensor is the peak
+# (256 x 96 x 530 floats = 52 MB with the defaults).
+PREDICT_BATCH_ROWS = 256
 FAISS_MIN_CANDIDATES = 100_000
 
 

@@ -153,3 +153,15 @@ def test__random_state__same_seed_same_predictions_other_seed_differs() -> None:
 )
 def test__sklearn_contract__tabr(estimator, check) -> None:
     check(estimator)
+
+
+def test__estimator__faiss_for_many_candidates__same_predictions_as_exact(monkeypatch) -> None:
+    import tabfm.tabr as tabr_module
+
+    if _faiss_search() is None:
+        pytest.skip("faiss is not installed")
+    X, y = make_regression(n_samples=80, n_features=3, random_state=0)
+    exact = TabRRegressor(**TINY, random_state=0).fit(X, y).predict(X)
+    monkeypatch.setattr(tabr_module, "FAISS_MIN_CANDIDATES", 10)
+    with_faiss = TabRRegressor(**TINY, random_state=0).fit(X, y).predict(X)
+    np.testing.assert_allclose(with_faiss, exact, rtol=1e-4, atol=1e-4)
