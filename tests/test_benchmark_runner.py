@@ -161,3 +161,12 @@ def test_catboost__large_multiclass__skips_with_reason():
     X = pd.DataFrame({"x": np.arange(6.0)})
     with pytest.raises(bmodels.ModelSkipped, match="3 classes × 6 rows × 1 features"):
         model.fit(X, np.array([0, 1, 2, 0, 1, 2]))
+
+
+def test_catboost__fit_over_time_budget__skips_with_reason():
+    pytest.importorskip("catboost")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=200)})
+    model = bmodels.CatBoostNative(task="binary", seed=0, max_fit_s=1e-6)
+    with pytest.raises(bmodels.ModelSkipped, match="budget at iteration"):
+        model.fit(X, (X.x > 0).to_numpy(dtype=int))
