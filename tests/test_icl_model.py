@@ -252,16 +252,32 @@ def test_training__few_adam_steps_on_fixed_batch__loss_decreases(task):
 # ------------------------------------------------------------------ bar distribution
 def test_bar_distribution__values_far_beyond_borders__finite_nll():
     bar = BarDistribution(64)
-    logits = torch.zeros(3, 64)
-    nll = bar.nll(logits, torch.tensor([-100.0, 0.0, 1e4]))
+    logits = torch.zeros(4, 64)
+    nll = bar.nll(logits, torch.tensor([-100.0, 0.0, 1e4, 5.5]))
     assert torch.isfinite(nll).all()
-    assert nll[0] > nll[1] and nll[2] > nll[0]
+    assert nll[0] > nll[1] and nll[2] > nll[3] > nll[1]
+    assert nll.max() < 20  # extreme targets are clipped, so they cannot swamp a batch
+
+
+def test_bar_distribution__without_tail_clip__nll_grows_with_distance():
+    bar = BarDistribution(64, tail_clip=None)
+    nll = bar.nll(torch.zeros(3, 64), torch.tensor([6.0, 10.0, 100.0]))
+    assert torch.isfinite(nll).all() and (nll.diff() > 0).all()
+
+
+def test_bar_distribution__far_target__still_pulls_mass_into_tail_bin():
+    bar = BarDistribution(16)
+    logits = torch.zeros(16, requires_grad=True)
+    bar.nll(logits, torch.tensor(1e6)).backward()
+    assert logits.grad.argmin().item() == 15
 
 
 def test_bar_distribution__density__integrates_to_one():
     bar = BarDistribution(32)
     logits = torch.randn(32, generator=torch.Generator().manual_seed(0))
-    grid = torch.linspace(-40, 40, 400_001)
+    lo = (bar.borders[0] - 3 * bar.widths[0]).item()
+    hi = (bar.borders[-1] + 3 * bar.widths[-1]).item()
+    grid = torch.linspace(lo, hi, 400_001)  # the tails are clipped beyond 3 tail widths
     density = torch.exp(-bar.nll(logits.expand(grid.numel(), 32), grid))
     assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=2e-3)
 
