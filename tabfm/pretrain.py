@@ -182,6 +182,16 @@ def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop rows logged after ``step``: the state being resumed never saw them."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
+
+
 class Pretrainer:
     """Owns the model, optimizer, EMA, data stream and files of one pretraining run."""
 
@@ -243,6 +253,8 @@ class Pretrainer:
             logger.info("resumed the committed state %s at step %d (optimizer warms up again)", self.state_dir, self.progress.step)
         else:
             logger.info("no state to resume from: starting at step 0")
+        for name in ("loss_log.csv", "val_log.csv"):
+            _truncate_log(self.out / name, self.progress.step)
         self.progress.sessions += 1
 
     # -- saving -------------------------------------------------------------------------------

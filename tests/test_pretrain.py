@@ -72,9 +72,14 @@ def test__pretrainer__resume__continues_step_and_keeps_logs(tmp_path: Path) -> N
     assert (state_dir / "ema.safetensors").is_file() and (state_dir / "loss_curve.png").is_file()
     assert json.loads((state_dir / "progress.json").read_text())["step"] == 3
 
+    # Rows logged after the last save (a run killed between saves) are dropped on resume.
+    with (tmp_path / "run" / "loss_log.csv").open("a") as log:
+        log.write("4,16,1.0,1.0,0,0,0,0,0,0,0,0,0\n")
+
     # Same machine: the full state (with optimizer) is picked up.
     again = Pretrainer(_config(), tmp_path / "run", resume=True, state_dir=state_dir)
     assert again.progress.step == 3 and again.resumed_at is None
+    assert (tmp_path / "run" / "loss_log.csv").read_text().count("\n") == 1 + 3
     again.train(max_steps=2, progress_bar=False)
     assert again.progress.step == 5
 
