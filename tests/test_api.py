@@ -547,3 +547,20 @@ def test__restart__models_survive_with_identical_predictions(tmp_path: Path, che
         assert c.get("/health").json()["models_loaded"] == 1  # warmed at start-up
         after = c.post(f"/v1/models/{model_id}/predict", json=rows).json()
     assert after == before
+
+
+def test__onnx_export_fails__estimator_serves_and_health_says_so(tmp_path: Path, checkpoints: dict[str, Path], frame: pd.DataFrame,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from tabfm.base import TabularEstimator
+
+    def no_export(self: Any, path: Any) -> None:
+        raise RuntimeError("operator not supported by this exporter")
+
+    monkeypatch.setattr(TabularEstimator, "to_onnx", no_export)
+    with TestClient(create_app(make_settings(tmp_path, checkpoints))) as c:
+        r = c.post("/v1/models?target=label&kind=tabfm", content=frame.drop(columns="value").to_csv(index=False), headers=CSV)
+        assert r.status_code == 201 and r.json()["runtime"] == "torch"
+        assert not (c.app.state.store.model_dir(r.json()["id"]) / "model.onnx").exists()
+        rows = json.loads(features(frame).head(3).to_json(orient="records"))
+        assert c.post(f"/v1/models/{r.json()['id']}/predict", json=rows).status_code == 200
+        assert c.get("/health").json()["runtimes"] == {"torch": 1}
