@@ -5,7 +5,8 @@ Steps, per column and with weights shared across columns (any number of features
 1. :func:`column_statistics`: robust location and scale from the *training* cells only (NaN
    ignored; one winsorising pass at ``mean ± 4 std`` so a few outliers do not set the scale).
 2. :func:`cell_inputs`: three channels per cell, ``(z, missing, categorical)``: ``z`` is the value
-   standardised with those statistics and clipped, 0 when missing; ``missing`` is a 0/1 flag;
+   standardised with those statistics and clipped, 0 when missing (NaN; ``±inf`` counts as missing
+   too); ``missing`` is a 0/1 flag;
    ``categorical`` flags columns of integer codes, which are standardised like ordinal values (the
    estimators shuffle code order per ensemble member and the prior produces both ordered and
    shuffled codes, so the network learns not to trust the order).
@@ -40,7 +41,7 @@ def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> tuple[Tens
     Parameters
     ----------
     x_train : Tensor
-        ``(B, R_train, F)``, NaN where missing.
+        ``(B, R_train, F)``, NaN where missing (infinite values are ignored like NaN).
     clip_sigma : float
         Values beyond ``mean ± clip_sigma * std`` are clipped before the final estimate.
 
@@ -50,7 +51,7 @@ def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> tuple[Tens
         ``mean`` and ``std``, each ``(B, F)``. Columns that are constant (or entirely missing) get
         ``std = 1`` so that their cells standardise to 0 instead of amplifying rounding noise.
     """
-    observed = ~torch.isnan(x_train)
+    observed = torch.isfinite(x_train)
     values = torch.where(observed, x_train, 0.0)
     mean, std = _masked_mean_std(values, observed)
     lo = (mean - clip_sigma * std).unsqueeze(1)
@@ -81,7 +82,7 @@ def cell_inputs(
     Tensor
         ``(B, F, R, 3)`` (columns first, ready for per-column set attention).
     """
-    missing = torch.isnan(x)
+    missing = ~torch.isfinite(x)
     z = (x - mean.unsqueeze(1)) / std.unsqueeze(1)
     z = torch.where(missing, 0.0, z).clamp(-clip_value, clip_value)  # (B, R, F)
     cat = categorical.unsqueeze(1).expand_as(z).to(z.dtype)

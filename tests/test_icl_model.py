@@ -143,6 +143,8 @@ def test_forward__nan_cells_constant_and_empty_columns__finite_outputs(kind):
     x[:, :, 1] = 7.5  # constant column
     x[:, :, 2] = float("nan")  # entirely missing column
     x[:, 2, 3] = 1e30  # outlier
+    x[:, 3, 3] = float("inf")
+    x[:, 13, 3] = -float("inf")  # in a test row
     out = model(x, y)
     assert torch.isfinite(out).all()
 
