@@ -1,0 +1,72 @@
+"""Fit + predict time of TabFM against LightGBM, side by side in one run.
+
+    python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
+
+Both run on the same synthetic table with 2 threads; the table prints the median wall time of
+``repeats`` runs and the ratio to LightGBM's. TabFM runs with one ensemble member and with its
+default ensemble, using the shipped checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def _time(make, X_train, y_train, X_test, repeats: int) -> tuple[float, float]:
+    fits, predicts = [], []
+    for _ in range(repeats):
+        model = make()
+        t0 = time.perf_counter()
+        model.fit(X_train, y_train)
+        t1 = time.perf_counter()
+        model.predict_proba(X_test)
+        t2 = time.perf_counter()
+        fits.append(t1 - t0)
+        predicts.append(t2 - t1)
+    return statistics.median(fits), statistics.median(predicts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+    from lightgbm import LGBMClassifier
+    from sklearn.datasets import make_classification
+
+    from tabfm import TabFMClassifier
+
+    torch.set_num_threads(args.threads)
+    X, y = make_classification(
+        n_samples=args.train + args.test, n_features=args.features, n_informative=min(10, args.features), random_state=0
+    )
+    X_train, X_test, y_train, y_test = X[: args.train], X[args.train :], y[: args.train], y[args.train :]
+    candidates = {
+        "lightgbm": lambda: LGBMClassifier(n_jobs=args.threads, verbose=-1),
+        "tabfm (n_estimators=1)": lambda: TabFMClassifier(n_estimators=1, device="cpu"),
+        "tabfm (default, n_estimators=4)": lambda: TabFMClassifier(device="cpu"),
+    }
+    _time(candidates["tabfm (n_estimators=1)"], X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
+    rows = {name: _time(make, X_train, y_train, X_test, args.repeats) for name, make in candidates.items()}
+    base = sum(rows["lightgbm"])
+    print(f"fit + predict, {args.train} train x {args.test} test x {args.features} features, "
+          f"{args.threads} threads, median of {args.repeats} (cpu: {os.cpu_count()} cores)")
+    print(f"{'model':34s} {'fit s':>8s} {'predict s':>10s} {'total s':>8s} {'x lightgbm':>11s}")
+    for name, (fit_s, predict_s) in rows.items():
+        total = fit_s + predict_s
+        print(f"{name:34s} {fit_s:8.3f} {predict_s:10.3f} {total:8.3f} {total / base:11.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
