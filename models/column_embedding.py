@@ -190,6 +190,26 @@ class ColumnEmbedding(nn.Module):
             summaries.append(s.unflatten(0, (b, f)))
         return e.unflatten(0, (b, f)), mean, std, tuple(summaries)
 
+    def summarize(
+        self, x_train: Tensor, categorical: Tensor
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """Statistics and summaries only: ``(mean, std, summaries)`` as from :meth:`embed_train`.
+
+        Skips the read-back of the last block, so the training cells can then be embedded in
+        row chunks with :meth:`embed` (same result, bounded memory).
+        """
+        mean, std = column_statistics(x_train)
+        e = self._lift(x_train, mean, std, categorical)  # (B, F, R_train, d)
+        b, f = e.shape[:2]
+        e = e.flatten(0, 1)  # (B*F, R_train, d)
+        summaries = []
+        for i, block in enumerate(self.blocks):
+            s = block.summarize(e)  # (B*F, m, d)
+            if i + 1 < len(self.blocks):
+                e = block.read(e, s)
+            summaries.append(s.unflatten(0, (b, f)))
+        return mean, std, tuple(summaries)
+
     def embed(
         self,
         x: Tensor,

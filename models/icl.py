@@ -405,6 +405,19 @@ class ICLTransformer(nn.Module):
                 )
         return self.label_embedding(y_train.long())  # (B, R_train, D)
 
+    def _rows(
+        self,
+        x: Tensor,
+        mean: Tensor,
+        std: Tensor,
+        categorical: Tensor,
+        summaries: tuple[Tensor, ...],
+        feature_mask: Tensor,
+    ) -> Tensor:
+        """Row vectors ``(B, R, D)`` of rows ``(B, R, F)`` against fitted column summaries."""
+        cells = self.column_embedding.embed(x, mean, std, categorical, summaries)  # (B, F, R, d)
+        return self.row_encoder(cells, feature_mask)
+
     # ---------------------------------------------------------------- inference
     def encode_context(
         self,
@@ -413,6 +426,7 @@ class ICLTransformer(nn.Module):
         *,
         feature_mask: Tensor | None = None,
         categorical: Tensor | None = None,
+        row_chunk_size: int | None = 8192,
     ) -> ICLContext:
         """Summarise the training rows: a pure function of the weights and ``(x_train, y_train)``.
 
@@ -424,6 +438,10 @@ class ICLTransformer(nn.Module):
             ``(B, R_train)``: class indices as floats, or the standardised target.
         feature_mask, categorical : Tensor, optional
             ``(B, F)`` bool: real features (default all) and categorical ones (default none).
+        row_chunk_size : int, optional
+            Without gradients, the row-wise stages (cell embedding, row interaction) run on this
+            many training rows at a time, which bounds their memory; the result is the same.
+            ``None``: all rows at once. Ignored when gradients are enabled.
 
         Returns
         -------
@@ -435,8 +453,27 @@ class ICLTransformer(nn.Module):
             )
         feature_mask, categorical = self._masks(x_train, feature_mask, categorical)
         x_train = torch.where(feature_mask[:, None, :], x_train, 0.0)
-        cells, mean, std, summaries = self.column_embedding.embed_train(x_train, categorical)
-        h = self.row_encoder(cells, feature_mask) + self._embed_labels(y_train)  # (B, R_train, D)
+        n_rows = x_train.shape[1]
+        if row_chunk_size is None or torch.is_grad_enabled() or n_rows <= row_chunk_size:
+            cells, mean, std, summaries = self.column_embedding.embed_train(x_train, categorical)
+            rows = self.row_encoder(cells, feature_mask)  # (B, R_train, D)
+        else:
+            mean, std, summaries = self.column_embedding.summarize(x_train, categorical)
+            rows = torch.cat(
+                [
+                    self._rows(
+                        x_train[:, i : i + row_chunk_size],
+                        mean,
+                        std,
+                        categorical,
+                        summaries,
+                        feature_mask,
+                    )
+                    for i in range(0, n_rows, row_chunk_size)
+                ],
+                dim=1,
+            )
+        h = rows + self._embed_labels(y_train)  # (B, R_train, D)
         h = torch.cat([self.thinking_rows.expand(h.shape[0], -1, -1), h], dim=1)  # (B, N_ctx, D)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
@@ -458,11 +495,14 @@ class ICLTransformer(nn.Module):
     def predict_from_context(self, context: ICLContext, x_test: Tensor) -> Tensor:
         """Logits ``(B, R_test, n_outputs)`` for test rows ``(B, R_test, F)``; rows are independent."""
         x_test = torch.where(context.feature_mask[:, None, :], x_test, 0.0)
-        cells = self.column_embedding.embed(
-            x_test, context.mean, context.std, context.categorical, context.column_summaries
-        )
-        # cells: (B, F, R_test, d)
-        h = self.row_encoder(cells, context.feature_mask)  # (B, R_test, D)
+        h = self._rows(
+            x_test,
+            context.mean,
+            context.std,
+            context.categorical,
+            context.column_summaries,
+            context.feature_mask,
+        )  # (B, R_test, D)
         for block, k, v in zip(self.blocks, context.keys, context.values, strict=True):
             h = block.read(h, (k, v))
         return self.head(self.norm_out(h))

@@ -68,6 +68,31 @@ def test_forward__equals_encode_context_then_predict(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_encode_context__row_chunks_without_grad__same_context(kind):
+    model = tiny_model(kind)
+    x, y = tiny_batch(n_train=23)
+    with torch.no_grad():
+        whole = model.encode_context(x[:, :23], y, row_chunk_size=None).tensors()
+        chunked = model.encode_context(x[:, :23], y, row_chunk_size=5).tensors()
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_encode_context__row_chunks_with_two_column_blocks__same_predictions():
+    torch.manual_seed(0)
+    model = ICLTransformer(ICLConfig(**{**tiny_config().to_dict(), "n_col_blocks": 2})).eval()
+    x, y = tiny_batch(n_train=23)
+    with torch.no_grad():
+        whole = model.predict_from_context(
+            model.encode_context(x[:, :23], y, row_chunk_size=None), x[:, 23:]
+        )
+        chunked = model.predict_from_context(
+            model.encode_context(x[:, :23], y, row_chunk_size=4), x[:, 23:]
+        )
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_forward__test_rows_changed__training_context_unchanged(kind, monkeypatch):
     model = tiny_model(kind)
     x, y = tiny_batch()
