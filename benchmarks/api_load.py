@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="time budget of one cell")
     parser.add_argument("--requests", type=int, default=400, help="request budget of a 1-row cell (1,000-row: a tenth)")
     parser.add_argument("--ort-threads", type=int, default=0, help="onnxruntime threads per session (0: default)")
+    parser.add_argument("--append", action="store_true", help="add this run as a section of --out instead of replacing it")
     args = parser.parse_args(argv)
 
     train = make_table(1000, seed=0)
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(Path(tmp) / "store", port, env)
         url = f"http://127.0.0.1:{port}"
         try:
+            load_before = os.getloadavg()[0]
             with httpx.Client(base_url=url, timeout=600) as http:
                 ids = create_models(http, train)
-                health = http.get("/health").json()
             for kind in KINDS:
                 for rows in (1, 1000):
                     for concurrency in (1, 8, 32):
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(cell)
                         print(f"{kind:6s} rows={rows:5d} c={concurrency:2d} n={cell['n']:4d} p50={cell['p50']:8.2f} ms "
                               f"p99={cell['p99']:8.2f} ms rows/s={cell['rows_per_s']:9.0f} errors={cell['errors']}", flush=True)
+            health = httpx.get(f"{url}/health", timeout=60).json()
+            health["load"] = (load_before, os.getloadavg()[0])
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
@@ -176,14 +179,19 @@ def main(argv: list[str] | None = None) -> int:
 def write_report(path: Path, results: list[dict[str, Any]], health: dict[str, Any], args: argparse.Namespace) -> None:
     single = {r["kind"]: r["p50"] for r in results if r["rows"] == 1 and r["concurrency"] == 1}
     target = {"tabfm": 25.0, "tabm": 10.0, "tabr": 10.0}
+    command = f"python -m benchmarks.api_load --seconds {args.seconds:g} --requests {args.requests}"
+    command += f" --ort-threads {args.ort_threads}" if args.ort_threads else ""
+    command += " --append" if args.append else ""
     lines = [
-        "# Prediction service load test",
+        f"## Run with onnxruntime threads = {args.ort_threads}" if args.append else "# Prediction service load test",
         "",
-        f"`python -m benchmarks.api_load --seconds {args.seconds:g} --requests {args.requests}` under `nice -n 10`, "
+        f"`{command}` under `nice -n 10`, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Server: `tabfm serve` (uvicorn, one process) on "
         f"127.0.0.1; clients: keep-alive `httpx` threads in another process on the same machine "
         f"({os.cpu_count()} cores, {platform.processor() or platform.machine()}, shared with other jobs). "
-        f"Runtime: {', '.join(health['runtimes'])}; onnxruntime threads per session: {args.ort_threads or 'default'}.",
+        f"Runtime: {', '.join(f'{k} ({v} models)' for k, v in health['runtimes'].items())}; onnxruntime threads per "
+        f"session: {args.ort_threads or 'default'}; graph runs at once: one per core. Load average of the machine "
+        f"(other jobs included) {health['load'][0]:.1f} before and {health['load'][1]:.1f} after the run.",
         "",
         "Models: one per kind on the same synthetic classification table (1,000 training rows, 8 numeric and "
         "2 categorical features). TabFM uses the shipped checkpoint with all 1,000 rows as its context "
@@ -203,7 +211,10 @@ def write_report(path: Path, results: list[dict[str, Any]], health: dict[str, An
         lines.append(f"- {kind}: {single.get(kind, float('nan')):.2f} ms (target <= {target[kind]:g} ms: {verdict})")
     lines.append(f"- errors over all cells: {sum(r['errors'] for r in results)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if args.append and path.exists():
+        text = path.read_text() + "\n" + text
+    path.write_text(text)
     print(f"wrote {path}")
 
 
