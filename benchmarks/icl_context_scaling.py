@@ -6,11 +6,13 @@ Run from the repository root (under ``nice`` on a shared machine)::
 
 For contexts of 1k, 10k and 100k training rows x 20 features, each case runs in a fresh
 subprocess: ``encode_context`` on the training rows, then ``predict_from_context`` for 1,000 test
-rows (no gradients, fp32, 2 threads, the default ~0.9M-parameter network with random weights:
-cost does not depend on the weights). Reported: wall-clock seconds of the two calls, the peak
+rows (no gradients, fp32, ``--threads`` threads, default 2; the default ~0.9M-parameter network
+with random weights: cost does not depend on the weights). On an oversubscribed machine use
+``--threads 1``: with 2 threads every parallel region waits for whichever thread was descheduled,
+which measured 10-15x slower in wall time at a load average of ~10 on 2 cores. Reported: wall-clock seconds of the two calls, the peak
 resident memory of the process (``resource.getrusage``) and that peak minus the resident memory
-just before the calls (the working memory of inference). Writes ``OUT.md`` (table) and ``OUT.png``
-(log-log time and memory). Exact attention is skipped where its cost, extrapolated quadratically
+just before the calls (the working memory of inference). Writes ``OUT.md`` (table), ``OUT.png``
+(log-log time and memory) and ``OUT.json`` (the records; ``--only KIND:N`` reruns single cases). Exact attention is skipped where its cost, extrapolated quadratically
 from the previous size, would exceed the time or memory limits; the table says so.
 """
 
@@ -54,11 +56,11 @@ def worker(kind: str, n_train: int, threads: int) -> dict:
         model(torch.randn(1, 20, N_FEATURES), torch.zeros(1, 10))
     base_mb = _rss_mb()
     with torch.no_grad():
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         context = model.encode_context(x_train, y_train)
         t1 = time.perf_counter()
         logits = model.predict_from_context(context, x_test)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert logits.shape == (1, N_TEST, 10) and bool(torch.isfinite(logits).all())
     return {
@@ -67,6 +69,7 @@ def worker(kind: str, n_train: int, threads: int) -> dict:
         "encode_s": t1 - t0,
         "predict_s": t2 - t1,
         "total_s": t2 - t0,
+        "cpu_s": c2 - c0,
         "peak_rss_mb": peak_mb,
         "working_mb": peak_mb - base_mb,
         "load_avg": os.getloadavg()[0],
@@ -101,30 +104,38 @@ def write_outputs(records: list[dict], out: Path, threads: int) -> None:
     import matplotlib.pyplot as plt
 
     lines = [
-        f"# ICL inference against context size ({N_FEATURES} features, {N_TEST:,} test rows, {threads} threads, fp32)",
+        f"# ICL inference against context size ({N_FEATURES} features, {N_TEST:,} test rows, {threads} thread(s), fp32)",
         "",
-        "Command: `nice -n 10 python -m benchmarks.icl_context_scaling --out benchmarks/results/icl_context_scaling`.",
+        "Command: `nice -n 10 python -m benchmarks.icl_context_scaling --out benchmarks/results/icl_context_scaling`",
+        "(single cases rerun with `--only KIND:N`).",
         "Each case runs in a fresh process; time = `encode_context` + `predict_from_context`; peak RSS from",
         "`resource.getrusage` (includes ~0.3-0.4 GB of Python + torch); working = peak minus RSS just before the calls.",
-        "The machine is shared: the load average during each case is shown, wall-clock times are inflated by it.",
+        "The machine is shared: the load average during each case is shown, wall-clock times are inflated by it;",
+        "CPU s (process CPU time, all threads) is less sensitive to other processes.",
         "",
-        "| attention | train rows | encode s | predict s | total s | peak RSS MB | working MB | load avg | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| attention | train rows | encode s | predict s | total s | CPU s | peak RSS MB | working MB | load avg | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
         if "skipped" in r:
-            lines.append(f"| {r['kind']} | {r['n_train']:,} | | | | | | | {r['skipped']} |")
+            lines.append(f"| {r['kind']} | {r['n_train']:,} | | | | | | | | {r['skipped']} |")
         else:
             lines.append(
                 f"| {r['kind']} | {r['n_train']:,} | {r['encode_s']:.2f} | {r['predict_s']:.2f} | {r['total_s']:.2f} "
-                f"| {r['peak_rss_mb']:.0f} | {r['working_mb']:.0f} | {r['load_avg']:.1f} | |"
+                f"| {r.get('cpu_s', float('nan')):.2f} | {r['peak_rss_mb']:.0f} | {r['working_mb']:.0f} "
+                f"| {r['load_avg']:.1f} | |"
             )
     lines += ["", "Growth per 10x training rows (total time; working memory):", ""]
     for kind in ("inducing", "full"):
         done = [r for r in records if r["kind"] == kind and "skipped" not in r]
         for a, b in itertools.pairwise(done):
+            cpu = (
+                f", CPU time x{b['cpu_s'] / a['cpu_s']:.1f}"
+                if "cpu_s" in a and "cpu_s" in b
+                else ""
+            )
             lines.append(
-                f"- {kind}, {a['n_train']:,} -> {b['n_train']:,}: time x{b['total_s'] / a['total_s']:.1f}, "
+                f"- {kind}, {a['n_train']:,} -> {b['n_train']:,}: time x{b['total_s'] / a['total_s']:.1f}{cpu}, "
                 f"working memory x{b['working_mb'] / max(a['working_mb'], 1.0):.1f}, "
                 f"peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.1f}"
             )
@@ -193,15 +204,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-gb", type=float, default=16.0, help="skip a case whose memory would exceed this"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="KIND:N",
+        help="rerun only these cases (repeatable), keeping the others from OUT.json",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "N_TRAIN"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.threads)))
         return
-    records = []
+    stored_path = args.out.with_suffix(".json")
+    stored = json.loads(stored_path.read_text()) if args.only and stored_path.exists() else []
+    stored = {(r["kind"], r["n_train"]): r for r in stored}
+    records: list[dict] = []
     for kind in ("inducing", "full"):
         previous = None
         for n in SIZES:
+            if args.only and f"{kind}:{n}" not in args.only and (kind, n) in stored:
+                records.append(stored[(kind, n)])
+                previous = records[-1]
+                continue
             if kind == "full" and previous is not None and "skipped" not in previous:
                 est_s = _estimate_exact_s(previous, n, records)
                 if est_s > args.max_seconds:
@@ -234,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             previous = record
             print(record, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    stored_path.write_text(json.dumps(records, indent=1) + "\n")
     write_outputs(records, args.out, args.threads)
     print(args.out.with_suffix(".md").read_text())
 
