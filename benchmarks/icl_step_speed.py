@@ -6,7 +6,9 @@ Run from the repository root (under ``nice`` on a shared machine)::
 
 Prints the parameter count and, for 16 tables x 512 rows x 10 features and 8 x 1,024 x 20, the
 median wall-clock and CPU seconds of one step with exact ("full") and inducing-point attention.
-The load average is printed too: other processes on the machine inflate wall-clock times.
+The load average is printed too: other processes on the machine inflate wall-clock times, and
+with 2 threads on an oversubscribed machine every parallel region waits for whichever thread was
+descheduled; ``--threads 1`` then gives the steadier figure (its CPU seconds are the work itself).
 """
 
 from __future__ import annotations
