@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from tabfm.errors import NotFittedError, TabFMValidationError
-from tabfm.preprocessing import FIRST_CATEGORY_CODE, MISSING_CODE, UNSEEN_CODE
+from tabfm.preprocessing import MISSING_CODE, UNSEEN_CODE
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ QUANTILE_EPS = 1e-7  # NumericScaler clips probabilities to [eps, 1 - eps] befor
 
 __all__ = [
     "FORMAT_VERSION",
+    "ColumnInterp",
     "build_graph",
     "export_estimator",
     "family_of",
-    "ColumnInterp",
     "ndtri",
     "output_name",
     "probe_rows",
@@ -507,7 +507,7 @@ def _metadata(est: Any, family: str) -> dict[str, str]:
     return meta
 
 
-def _unflatten_symbolic(g: Any, input: Any, dim: Any, sizes: Any) -> Any:  # noqa: A002 - exporter's signature
+def _unflatten_symbolic(g: Any, input: Any, dim: Any, sizes: Any) -> Any:
     """``aten::unflatten`` as Reshape(x, concat(shape[:dim], sizes, shape[dim + 1:])) with constant slices.
 
     The exporter's own version computes the slice bounds in the graph, and its shape inference

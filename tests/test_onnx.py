@@ -209,7 +209,7 @@ def test__onnx_predictor__polars_pyarrow_numpy__same_as_pandas(exported: dict[st
     import polars as pl
     import pyarrow as pa
 
-    est, path = exported["tabm-cls"]
+    _est, path = exported["tabm-cls"]
     predictor = OnnxPredictor(path)
     X_test = data["X_test"]
     want = predictor.predict_proba(X_test)
@@ -314,7 +314,7 @@ def test__onnx_predictor__misuse__actionable_errors(exported: dict[str, Any], da
 
 
 def test__run_encoded__raw_outputs__named_like_the_graph(exported: dict[str, Any], data: dict[str, Any]) -> None:
-    est, path = exported["tabfm-cls"]
+    _est, path = exported["tabfm-cls"]
     predictor = OnnxPredictor(path)
     outputs = predictor.run_encoded(predictor.encode(data["X_test"]))
     assert list(outputs) == ["probabilities"]
