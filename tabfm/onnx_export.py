@@ -407,7 +407,11 @@ class TabRGraph(nn.Module):
         x_num, x_cat = self.features(X)
         x, k = self.model.encode(x_num, x_cat)  # (R, D) each
         dist = k.square().sum(-1, keepdim=True) - 2.0 * (k @ self.keys.T) + self.keys_sq  # (R, N)
-        _, idx = torch.topk(dist, self.m, dim=1, largest=False, sorted=True)  # (R, m)
+        if torch.onnx.is_in_onnx_export():
+            # ONNX TopK breaks ties by the lower index (duplicate training rows have equal keys).
+            _, idx = torch.topk(dist, self.m, dim=1, largest=False, sorted=True)  # (R, m)
+        else:  # the same choice in torch, whose topk breaks ties arbitrarily
+            idx = torch.sort(dist, dim=1, stable=True).indices[:, : self.m]
         first, activation, _, second = self.model.transform
         context_k = self.keys[idx]  # (R, m, D)
         weights = torch.softmax(-(k.unsqueeze(1) - context_k).square().sum(-1), dim=-1)  # (R, m)
