@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -179,4 +180,4 @@ def test__schemathesis__openapi__no_server_errors(tmp_path: Path, checkpoints: d
     for result in results:
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert "generated" in result.stdout, result.stdout[-2000:]
-        print(next(line.strip() for line in result.stdout.splitlines() if "generated" in line))
+        print(next(line.strip() for line in result.stdout.splitlines() if re.search(r"\d+ generated", line)))
