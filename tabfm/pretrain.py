@@ -358,11 +358,12 @@ class Pretrainer:
         )
         bar = tqdm(total=stop_step - first_step, disable=not progress_bar, desc=f"pretrain {c.task}", unit="step")
         self.model.train()
+        stop = _StopRequest()
         wall_mark, cpu_mark = start_wall, start_cpu
         try:
             t_wait = time.time()
             for step, batch in stream:
-                if step >= stop_step or (max_minutes is not None and time.time() - start_wall > 60 * max_minutes):
+                if stop.requested or step >= stop_step or (max_minutes is not None and time.time() - start_wall > 60 * max_minutes):
                     break
                 t0 = time.time()
                 wait_s = t0 - t_wait
@@ -411,6 +412,7 @@ class Pretrainer:
         finally:
             stream.close()
             bar.close()
+            stop.restore()
         self.validate()
         self.save()
         return self.progress
@@ -420,6 +422,30 @@ class Pretrainer:
         decay = min(self.config.ema_decay, (1 + self.progress.step) / (10 + self.progress.step))
         for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1 - decay)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM end the loop after the current step, so the run validates and saves."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        logger.info("signal %d: stopping after this step, then validating and saving", signum)
+        self.requested = True
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class _null_context:

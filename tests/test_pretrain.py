@@ -102,3 +102,19 @@ def test__regression_loss__near_constant_training_target__bounded(tmp_path: Path
     batch.y[:, batch.split :] = 50.0
     loss = batch_loss(trainer.model, batch, torch.device("cpu"))
     assert torch.isfinite(loss) and loss.item() < 1e3
+
+
+def test__pretrainer__sigterm__stops_after_the_step_and_saves(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+
+    trainer = Pretrainer(_config(), tmp_path / "run", state_dir=tmp_path / "committed")
+    timer = threading.Timer(3.0, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        progress = trainer.train(max_steps=10_000, progress_bar=False)
+    finally:
+        timer.cancel()
+    assert 0 < progress.step < 10_000
+    assert json.loads((tmp_path / "committed" / "progress.json").read_text())["step"] == progress.step
