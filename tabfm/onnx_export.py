@@ -193,7 +193,7 @@ class QuantileNormal(nn.Module):
         super().__init__()
         q = np.asarray(quantiles, dtype=np.float64)  # (N, F)
         r = np.asarray(references, dtype=np.float64)  # (N,)
-        n, f = q.shape
+        f = q.shape[1]
         self.f = f
         # The scaler averages interp(x, q, r) and its backward twin -interp(-x, -q[::-1], -r[::-1]);
         # both run as one interpolation over 2F columns (half the graph nodes, for 1-row latency).
