@@ -139,6 +139,23 @@ def _versions() -> str:
     return ", ".join(out)
 
 
+def _full_coverage_section(results: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """When some model skipped datasets, the comparison of the models that scored everywhere."""
+    if summary.attrs["n_compared"] == summary.attrs["n_datasets"]:
+        return []
+    full = [m for m in summary.index if summary.loc[m, "datasets"] == summary.attrs["n_datasets"]]
+    if len(full) < 2:
+        return []
+    sub = summarise(results[results["model"].isin(full)], full)
+    return [
+        f"## Per model, on all {summary.attrs['n_datasets']} datasets "
+        "(only the models with a score on every dataset)",
+        "",
+        format_summary(sub, results),
+        "",
+    ]
+
+
 def _busy_time(results: pd.DataFrame) -> str:
     per_model = (
         (results["fit_s"].fillna(0) + results["predict_s"].fillna(0))
@@ -174,6 +191,7 @@ def write_markdown(
         "`datasets`: datasets with a score; `errors`: rows that failed or were skipped; times are "
         "medians over successful rows (seconds, wall clock).",
         "",
+        *_full_coverage_section(results, summary),
         "## Per dataset (ROC-AUC for classification, R² for regression; mean over seeds)",
         "",
         _markdown_table(per_dataset.rename_axis("dataset"), {m: ".4f" for m in models}),
@@ -241,7 +259,7 @@ def plot(results: pd.DataFrame, models: list[str], path: Path) -> None:
     ax.set_title(
         f"Per-dataset scores, min-max over models\n(box: quartiles, black bar: mean; {len(complete)} datasets)"
     )
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
 
     ax = axes[1]
