@@ -113,6 +113,10 @@ def evaluate(model_name: str, task: str, seed: int, split: bdata.Split, n_classe
     return {**metrics, "fit_s": t1 - t0, "predict_s": t2 - t1}
 
 
+class WorkerError(Exception):
+    """An error raised in the timeout worker, already formatted as ``Type: message``."""
+
+
 def _evaluate_in_child(conn, *args) -> None:
     try:
         conn.send(("ok", evaluate(*args)))
@@ -143,7 +147,7 @@ def evaluate_with_timeout(timeout_s: float, *args) -> dict:
             proc.kill()
         proc.join()
     if status == "error":
-        raise RuntimeError(payload)
+        raise WorkerError(payload)
     return payload
 
 
@@ -185,7 +189,8 @@ class CsvLog:
 
 
 def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ").strip()
+    text = str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}"
+    return text.replace("\n", " ").strip()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -170,3 +170,15 @@ def test_catboost__fit_over_time_budget__skips_with_reason():
     model = bmodels.CatBoostNative(task="binary", seed=0, max_fit_s=1e-6)
     with pytest.raises(bmodels.ModelSkipped, match="budget at iteration"):
         model.fit(X, (X.x > 0).to_numpy(dtype=int))
+
+
+@pytest.mark.slow
+def test_run__timeout__worker_scores_or_records_timeout(tiny_dir, tmp_path):
+    out = tmp_path / "r.csv"
+    argv = ["--datasets", "tiny_regression", "--seeds", "1"]
+    assert brun.main([*_argv(tiny_dir, out, "linear,nope", "--timeout-s", "60"), *argv]) == 0
+    df = pd.read_csv(out).set_index("model")
+    assert df.loc["linear", "r2"] > 0.5
+    assert df.loc["nope", "error"].startswith("KeyError: ")
+    assert brun.main([*_argv(tiny_dir, out, "linear", "--timeout-s", "0.001"), *argv]) == 0
+    assert pd.read_csv(out).error.iloc[0].startswith("TimeoutError")
