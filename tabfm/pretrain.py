@@ -317,7 +317,7 @@ class Pretrainer:
         return {
             "model": f"tabfm-{self.config.task}",
             "architecture": self.ema.config.to_dict(),
-            "parameters": self.ema.n_parameters(),
+            "parameters": sum(p.numel() for p in self.ema.parameters()),
             "recipe": self.config.recipe,
             "pretraining": {
                 "steps": p.step,

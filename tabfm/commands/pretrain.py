@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
     p.add_argument("--num-workers", type=int, help="prior generator processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads of the training process")
     p.add_argument("--eval-every-minutes", type=float)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         key: value
         for key, value in {
-            "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers,
+            "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
             "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
             "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
         }.items()
