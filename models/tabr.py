@@ -66,10 +66,15 @@ def exact_search(
         idx = torch.arange(start, start + chunk.shape[0], device=queries.device).expand_as(dist)
         if exclude is not None:
             dist = dist.masked_fill(idx == exclude.unsqueeze(1), torch.inf)
-        dist, idx = torch.cat([best_d, dist], 1), torch.cat([best_i, idx], 1)
-        top = dist.topk(min(m, dist.shape[1]), dim=1, largest=False, sorted=True)
-        best_d, best_i = top.values, idx.gather(1, top.indices)
-    return best_i
+        dist, idx = torch.cat([best_d, dist], 1), torch.cat([best_i, idx], 1)  # indices ascending
+        # Ties go to the lowest index, as ONNX TopK does, so the exported graph retrieves the same
+        # rows: keep everything nearer than the k-th distance, then the first tied positions.
+        k = min(m, dist.shape[1])
+        kth = dist.topk(k, dim=1, largest=False, sorted=True).values[:, -1:]  # (B, 1)
+        nearer, tied = dist < kth, dist == kth
+        keep = nearer | (tied & (tied.cumsum(1) <= k - nearer.sum(1, keepdim=True)))
+        best_d, best_i = dist[keep].view(-1, k), idx[keep].view(-1, k)
+    return best_i.gather(1, torch.sort(best_d, dim=1, stable=True).indices)
 
 
 @dataclass(frozen=True)

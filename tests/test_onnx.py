@@ -273,7 +273,6 @@ def test__tabr_duplicate_training_rows__graph_takes_lowest_index_neighbours(tmp_
     np.testing.assert_allclose(predictor.run_encoded(encoded)["probabilities"], want, atol=1e-6)
 
 
-@pytest.mark.xfail(reason="the estimator's torch.topk breaks ties among equal keys arbitrarily", strict=False)
 def test__tabr_duplicate_training_rows__onnx_equals_estimator(tmp_path: Path) -> None:
     X, y = _duplicated_rows()
     est = TabRClassifier(d_main=8, context_size=4, **PER_DATASET).fit(X, y)
