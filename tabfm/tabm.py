@@ -10,7 +10,6 @@ probabilities (classification) or values (regression, trained on the standardise
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,8 @@ from tabfm.errors import TabFMValidationError
 from tabfm.training import (
     FeatureEncoder,
     TrainingConfig,
+    network_state,
+    restore_network,
     split_validation,
     take,
     to_tensors,
@@ -177,36 +178,16 @@ class _TabMBase(TabularEstimator):
     # -- save / load -------------------------------------------------------------------------------
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        tensors = {f"model.{name}": t for name, t in self.model_.state_dict().items()}
-        tensors.update(self.features_.get_state())
-        for i, edges in enumerate(self.bins_ or []):
-            tensors[f"bins.{i}"] = edges
-        meta = {
-            "config": asdict(self.config_),
-            "n_bins_tensors": len(self.bins_ or []),
-            "training": self.training_,
-            **self._extra_meta(),
-        }
-        return meta, tensors
+        meta, tensors = network_state(self.model_, self.config_, self.bins_, self.features_, self.training_)
+        return {**meta, **self._extra_meta()}, tensors
 
     def _extra_meta(self) -> dict[str, Any]:
         return {}
 
     def _set_state(self, meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
-        config = dict(meta["config"])
-        config["cat_cardinalities"] = tuple(config["cat_cardinalities"])
-        self.config_ = TabMConfig(**config)
-        self.bins_ = [tensors[f"bins.{i}"].cpu() for i in range(meta["n_bins_tensors"])] or None
-        self.features_ = FeatureEncoder(
-            self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_
+        self.config_, self.bins_, self.features_, self.training_, self.model_ = restore_network(
+            meta, tensors, TabMConfig, self._build_model, self.preprocessor_, self.device_
         )
-        self.features_.set_state(tensors)
-        self.training_ = meta.get("training", {})
-        model = self._build_model(self.config_, self.bins_)
-        model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        )
-        self.model_ = model.to(self.device_).eval()
 
 
 def _forward_batched(model: torch.nn.Module, x_num: Tensor | None, x_cat: Tensor | None) -> Tensor:

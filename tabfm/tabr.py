@@ -16,7 +16,6 @@ are more than ``FAISS_MIN_CANDIDATES`` candidates.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,16 @@ from torch import Tensor, nn
 from models.numeric_embeddings import compute_quantile_bins
 from models.tabr import SearchFn, TabR, TabRConfig
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
-from tabfm.training import FeatureEncoder, TrainingConfig, split_validation, take, to_tensors, train
+from tabfm.training import (
+    FeatureEncoder,
+    TrainingConfig,
+    network_state,
+    restore_network,
+    split_validation,
+    take,
+    to_tensors,
+    train,
+)
 
 # Rows per forward pass at predict: the (rows, context, 2 * d_main) hidden tensor is the peak
 # (256 x 96 x 530 floats = 52 MB with the defaults).
@@ -228,42 +236,22 @@ class _TabRBase(TabularEstimator):
     # -- save / load -------------------------------------------------------------------------------
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        tensors = {f"model.{name}": t for name, t in self.model_.state_dict().items()}
-        tensors.update(self.features_.get_state())
+        meta, tensors = network_state(self.model_, self.config_, self.bins_, self.features_, self.training_)
         tensors["candidates.y"] = self.candidate_y_
         tensors["candidates.k"] = self.candidate_k_
         if self.candidate_x_num_ is not None:
             tensors["candidates.x_num"] = self.candidate_x_num_
         if self.candidate_x_cat_ is not None:
             tensors["candidates.x_cat"] = self.candidate_x_cat_
-        for i, edges in enumerate(self.bins_ or []):
-            tensors[f"bins.{i}"] = edges
-        meta = {
-            "config": asdict(self.config_),
-            "n_bins_tensors": len(self.bins_ or []),
-            "training": self.training_,
-            **self._extra_meta(),
-        }
-        return meta, tensors
+        return {**meta, **self._extra_meta()}, tensors
 
     def _extra_meta(self) -> dict[str, Any]:
         return {}
 
     def _set_state(self, meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
-        config = dict(meta["config"])
-        config["cat_cardinalities"] = tuple(config["cat_cardinalities"])
-        self.config_ = TabRConfig(**config)
-        self.bins_ = [tensors[f"bins.{i}"].cpu() for i in range(meta["n_bins_tensors"])] or None
-        self.features_ = FeatureEncoder(
-            self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_
+        self.config_, self.bins_, self.features_, self.training_, self.model_ = restore_network(
+            meta, tensors, TabRConfig, lambda config, bins: TabR(config, bins=bins), self.preprocessor_, self.device_
         )
-        self.features_.set_state(tensors)
-        self.training_ = meta.get("training", {})
-        model = TabR(self.config_, bins=self.bins_)
-        model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        )
-        self.model_ = model.to(self.device_).eval()
         self.candidate_y_ = tensors["candidates.y"]
         self.candidate_k_ = tensors["candidates.k"]
         self.candidate_x_num_ = tensors.get("candidates.x_num")

@@ -12,7 +12,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -306,3 +307,30 @@ def to_tensors(
 def take(x: Tensor | None, idx: Tensor | slice) -> Tensor | None:
     """Rows ``idx`` of an optional tensor."""
     return None if x is None else x[idx]
+
+
+def network_state(
+    model: torch.nn.Module, config: Any, bins: list[torch.Tensor] | None, features: FeatureEncoder, training: dict
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Save-state shared by the per-dataset networks: weights, feature encoder, PLE bins, config."""
+    tensors = {f"model.{name}": t for name, t in model.state_dict().items()}
+    tensors.update(features.get_state())
+    for i, edges in enumerate(bins or []):
+        tensors[f"bins.{i}"] = edges
+    meta = {"config": asdict(config), "n_bins_tensors": len(bins or []), "training": training}
+    return meta, tensors
+
+
+def restore_network(
+    meta: dict[str, Any], tensors: dict[str, torch.Tensor], config_cls: type, build: Any, preprocessor: Any, device: torch.device
+) -> tuple[Any, list[torch.Tensor] | None, FeatureEncoder, dict, torch.nn.Module]:
+    """Inverse of :func:`network_state`: ``(config, bins, features, training, model)``; ``build(config, bins)`` makes the network."""
+    config = dict(meta["config"])
+    config["cat_cardinalities"] = tuple(config["cat_cardinalities"])
+    config = config_cls(**config)
+    bins = [tensors[f"bins.{i}"].cpu() for i in range(meta["n_bins_tensors"])] or None
+    features = FeatureEncoder(preprocessor.categorical_mask_, preprocessor.cardinalities_)
+    features.set_state(tensors)
+    model = build(config, bins)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    return config, bins, features, meta.get("training", {}), model.to(device).eval()
