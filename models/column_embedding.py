@@ -14,6 +14,13 @@ Steps, per column and with weights shared across columns (any number of features
    learned inducing points read the column's training cells (set-transformer style), and every
    cell, training or test, reads that summary back. Test cells never enter a summary.
 
+Optionally the summaries are *target-aware*: an embedding of each training row's label is added to
+that row's cells where the inducing points read them (never to the cells themselves). A summary
+then describes the joint distribution of the column and the target, so every cell can carry how
+its value relates to the target and whether its column matters: the step that lets the row
+stages ignore irrelevant features instead of averaging them (a label-blind embedding had to learn
+feature selection in the in-context stage alone, and after ~50k tables had not).
+
 The summaries and statistics are what :class:`models.icl.ICLContext` stores for a fitted context.
 """
 
@@ -111,9 +118,11 @@ class InducedSetBlock(nn.Module):
         self.norm_ffn = make_norm(d)
         self.ffn = FeedForward(d, d_ffn, dropout=dropout)
 
-    def summarize(self, e_ctx: Tensor) -> Tensor:
+    def summarize(self, e_ctx: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Summary of the context elements; ``labels`` (broadcast to ``e_ctx``) are added where read."""
+        read = e_ctx if labels is None else e_ctx + labels
         s = self.inducing.expand(e_ctx.shape[0], *self.inducing.shape)  # (N, m, d)
-        s = s + self.pool(s, self.norm_ctx(e_ctx))
+        s = s + self.pool(s, self.norm_ctx(read))
         s = s + self.ffn_pool(self.norm_pool(s))
         return self.norm_summary(s)
 
@@ -144,8 +153,8 @@ class ColumnEmbedding(nn.Module):
 
     Shape
     -----
-    ``embed_train``: ``x_train (B, R_train, F)`` -> cells ``(B, F, R_train, d)``, statistics and
-    summaries. ``embed``: ``x (B, R, F)`` with statistics and summaries -> ``(B, F, R, d)``.
+    ``embed_train``: ``x_train (B, R_train, F)`` (and optional label embeddings ``(B, R_train, d)``)
+    -> cells ``(B, F, R_train, d)``, statistics and summaries. ``embed``: ``x (B, R, F)`` with statistics and summaries -> ``(B, F, R, d)``.
     """
 
     def __init__(
@@ -172,26 +181,34 @@ class ColumnEmbedding(nn.Module):
     def _lift(self, x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor) -> Tensor:
         return self.lift(cell_inputs(x, mean, std, categorical, clip_value=self.clip_value))
 
+    @staticmethod
+    def _per_column(labels: Tensor | None, n_features: int) -> Tensor | None:
+        if labels is None:
+            return None
+        return labels.unsqueeze(1).expand(-1, n_features, -1, -1).flatten(0, 1)  # (B*F, R_train, d)
+
     def embed_train(
-        self, x_train: Tensor, categorical: Tensor
+        self, x_train: Tensor, categorical: Tensor, labels: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
         """Embed the training cells and return ``(cells, mean, std, summaries)``.
 
-        ``summaries`` holds one ``(B, F, m, d)`` tensor per block.
+        ``summaries`` holds one ``(B, F, m, d)`` tensor per block. ``labels`` ``(B, R_train, d)``,
+        when given, enter the summaries only (target-aware summaries).
         """
         mean, std = column_statistics(x_train)
         e = self._lift(x_train, mean, std, categorical)  # (B, F, R_train, d)
         b, f = e.shape[:2]
         e = e.flatten(0, 1)  # (B*F, R_train, d)
+        per_column = self._per_column(labels, f)
         summaries = []
         for block in self.blocks:
-            s = block.summarize(e)  # (B*F, m, d)
+            s = block.summarize(e, per_column)  # (B*F, m, d)
             e = block.read(e, s)
             summaries.append(s.unflatten(0, (b, f)))
         return e.unflatten(0, (b, f)), mean, std, tuple(summaries)
 
     def summarize(
-        self, x_train: Tensor, categorical: Tensor
+        self, x_train: Tensor, categorical: Tensor, labels: Tensor | None = None
     ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         """Statistics and summaries only: ``(mean, std, summaries)`` as from :meth:`embed_train`.
 
@@ -202,9 +219,10 @@ class ColumnEmbedding(nn.Module):
         e = self._lift(x_train, mean, std, categorical)  # (B, F, R_train, d)
         b, f = e.shape[:2]
         e = e.flatten(0, 1)  # (B*F, R_train, d)
+        per_column = self._per_column(labels, f)
         summaries = []
         for i, block in enumerate(self.blocks):
-            s = block.summarize(e)  # (B*F, m, d)
+            s = block.summarize(e, per_column)  # (B*F, m, d)
             if i + 1 < len(self.blocks):
                 e = block.read(e, s)
             summaries.append(s.unflatten(0, (b, f)))

@@ -88,6 +88,10 @@ class ICLConfig:
         Standardised cell values are clipped to ``±clip_value``.
     position_base : float
         Longest period (in features, over ``2 pi``) of the sinusoidal feature-position identity.
+    column_labels : bool
+        Target-aware column summaries: the training labels are embedded (width ``d_cell``) into
+        what each column's inducing points read (:mod:`models.column_embedding`). Off by default
+        only so that checkpoints trained without it keep loading; new runs turn it on.
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -107,6 +111,7 @@ class ICLConfig:
     dropout: float = 0.0
     clip_value: float = 6.0
     position_base: float = 1000.0
+    column_labels: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.attention, dict):
@@ -362,6 +367,16 @@ class ICLTransformer(nn.Module):
         else:
             self.label_embedding = nn.Linear(1, c.d_model)
             self.bar_distribution = BarDistribution(c.n_outputs)
+        self.column_label_embedding: nn.Module | None = None
+        if c.column_labels:
+            self.column_label_embedding = (
+                nn.Embedding(c.n_outputs, c.d_cell)
+                if c.task == "classification"
+                else nn.Linear(1, c.d_cell)
+            )
+            # Zero at start: a network warm-started from label-blind weights begins unchanged.
+            for p in self.column_label_embedding.parameters():
+                nn.init.zeros_(p)
         self.thinking_rows = nn.Parameter(torch.randn(c.n_thinking_rows, c.d_model))
         self.blocks = nn.ModuleList(
             ICLBlock(d=c.d_model, d_ffn=c.d_ffn, attention=c.attention, dropout=c.dropout)
@@ -387,10 +402,11 @@ class ICLTransformer(nn.Module):
             )
         return feature_mask.to(torch.bool), categorical.to(torch.bool) & feature_mask.to(torch.bool)
 
-    def _embed_labels(self, y_train: Tensor) -> Tensor:
+    def _embed_labels(self, y_train: Tensor, embedding: nn.Module | None = None) -> Tensor:
+        embedding = self.label_embedding if embedding is None else embedding
         if self.config.task == "regression":
             y = y_train.to(torch.float32).clamp(-self.config.clip_value, self.config.clip_value)
-            return self.label_embedding(y.unsqueeze(-1))  # (B, R_train, D)
+            return embedding(y.unsqueeze(-1))  # (B, R_train, width)
         if not _use_explicit():
             bad = (
                 ~torch.isfinite(y_train)
@@ -403,7 +419,7 @@ class ICLTransformer(nn.Module):
                     f"y_train must hold class indices 0..{self.config.n_outputs - 1} for classification, "
                     f"got values such as {y_train[bad][:3].tolist()}"
                 )
-        return self.label_embedding(y_train.long())  # (B, R_train, D)
+        return embedding(y_train.long())  # (B, R_train, width)
 
     def _rows(
         self,
@@ -454,11 +470,18 @@ class ICLTransformer(nn.Module):
         feature_mask, categorical = self._masks(x_train, feature_mask, categorical)
         x_train = torch.where(feature_mask[:, None, :], x_train, 0.0)
         n_rows = x_train.shape[1]
+        column_labels = None
+        if self.column_label_embedding is not None:
+            column_labels = self._embed_labels(y_train, self.column_label_embedding)  # (B, R_train, d)
         if row_chunk_size is None or torch.is_grad_enabled() or n_rows <= row_chunk_size:
-            cells, mean, std, summaries = self.column_embedding.embed_train(x_train, categorical)
+            cells, mean, std, summaries = self.column_embedding.embed_train(
+                x_train, categorical, column_labels
+            )
             rows = self.row_encoder(cells, feature_mask)  # (B, R_train, D)
         else:
-            mean, std, summaries = self.column_embedding.summarize(x_train, categorical)
+            mean, std, summaries = self.column_embedding.summarize(
+                x_train, categorical, column_labels
+            )
             rows = torch.cat(
                 [
                     self._rows(

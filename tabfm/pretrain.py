@@ -173,6 +173,18 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         return {k: handle.get_tensor(k).float() if handle.get_tensor(k).is_floating_point() else handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
 
 
+def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load committed weights into a network that may have gained parameters since (a new option in
+    the resumed run's ``--model``): the new ones keep their initialisation, which every such option
+    chooses so that the network starts out computing what the old one did. Weights the network
+    lacks, or of the wrong shape, are an error."""
+    result = model.load_state_dict(weights, strict=False)
+    if result.unexpected_keys:
+        raise RuntimeError(f"the state holds weights this network lacks: {result.unexpected_keys[:5]}")
+    if result.missing_keys:
+        logger.warning("new parameters, initialised afresh: %s", ", ".join(result.missing_keys))
+
+
 def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
     new = not path.exists()
     with path.open("a", newline="") as handle:
@@ -243,8 +255,8 @@ class Pretrainer:
             logger.info("resumed the full state of %s at step %d", self.out, self.progress.step)
         elif self.state_dir is not None and (self.state_dir / "progress.json").is_file():
             weights = _load_weights(self.state_dir / "ema.safetensors")
-            self.model.load_state_dict(weights)
-            self.ema.load_state_dict(weights)
+            _load_grown(self.model, weights)
+            _load_grown(self.ema, weights)
             self.progress = Progress(**json.loads((self.state_dir / "progress.json").read_text()))
             self.resumed_at = self.progress.step
             for name in ("loss_log.csv", "val_log.csv"):

@@ -379,3 +379,64 @@ def test_predict_from_context__onnx_export__matches_torch(tmp_path):
     with torch.no_grad():
         expected = model.predict_from_context(context, x_new).numpy()
     assert abs(out - expected).max() < 1e-5
+
+
+# ------------------------------------------------------------ target-aware column summaries
+def labelled_model(task: str = "classification") -> ICLTransformer:
+    """Tiny network with target-aware column summaries, label embedding randomised (not zero)."""
+    torch.manual_seed(0)
+    config = ICLConfig(**{**tiny_config("full", task).to_dict(), "column_labels": True})
+    model = ICLTransformer(config).eval()
+    with torch.no_grad():
+        for p in model.column_label_embedding.parameters():
+            p.normal_()
+    return model
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_column_labels__fresh__equals_label_blind_network_with_same_weights(task):
+    blind = tiny_model("full", task)
+    labelled = ICLTransformer(ICLConfig(**{**blind.config.to_dict(), "column_labels": True})).eval()
+    missing = labelled.load_state_dict(blind.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("column_label_embedding") for k in missing)
+    x, y = tiny_batch()
+    torch.testing.assert_close(labelled(x, y), blind(x, y), atol=0.0, rtol=0.0)
+
+
+def test_column_labels__labels_changed__column_summaries_and_predictions_change():
+    model = labelled_model()
+    x, y = tiny_batch()
+    flipped = 1.0 - y
+    a = model.encode_context(x[:, :12], y)
+    b = model.encode_context(x[:, :12], flipped)
+    assert not torch.allclose(a.column_summaries[0], b.column_summaries[0])
+    blind = tiny_model("full")
+    c = blind.encode_context(x[:, :12], y)
+    d = blind.encode_context(x[:, :12], flipped)
+    torch.testing.assert_close(c.column_summaries[0], d.column_summaries[0], atol=0.0, rtol=0.0)
+
+
+def test_column_labels__training_rows_permuted_with_labels__same_predictions():
+    model = labelled_model()
+    x, y = tiny_batch(n_train=20)
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    x_perm = torch.cat([x[:, :20][:, perm], x[:, 20:]], dim=1)
+    torch.testing.assert_close(model(x_perm, y[:, perm]), model(x, y), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_column_labels__subset_of_test_rows_and_row_chunks__same_predictions(task):
+    model = labelled_model(task)
+    x, y = tiny_batch(n_train=23)
+    if task == "regression":
+        y = x[:, :23, 0] * 2.0
+    with torch.no_grad():
+        whole = model.predict_from_context(
+            model.encode_context(x[:, :23], y, row_chunk_size=None), x[:, 23:]
+        )
+        chunked = model.predict_from_context(
+            model.encode_context(x[:, :23], y, row_chunk_size=4), x[:, 23:]
+        )
+        subset = model(torch.cat([x[:, :23], x[:, 24:26]], dim=1), y)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(subset, whole[:, 1:3], atol=1e-5, rtol=1e-5)

@@ -93,6 +93,26 @@ def test__pretrainer__resume__continues_step_and_keeps_logs(tmp_path: Path) -> N
     assert len(log_lines) == 1 + 5  # header + one row per step, carried over
 
 
+def test__pretrainer__resume_with_a_new_model_option__old_weights_kept_new_ones_fresh(tmp_path: Path) -> None:
+    state_dir = tmp_path / "committed"
+    Pretrainer(_config(), tmp_path / "run", state_dir=state_dir).train(max_steps=2, progress_bar=False)
+    grown = _config(model={**TINY_MODEL, "column_labels": True})
+    resumed = Pretrainer(grown, tmp_path / "grown", resume=True, state_dir=state_dir)
+    assert resumed.progress.step == 2
+    old = load_checkpoint(state_dir / "ema.safetensors").state_dict()
+    new = resumed.ema.state_dict()
+    assert set(new) - set(old) == {"column_label_embedding.weight"}
+    for name, value in old.items():
+        torch.testing.assert_close(new[name], value, msg=name)
+    assert not new["column_label_embedding.weight"].any()
+    resumed.train(max_steps=1, progress_bar=False)
+    assert resumed.model.column_label_embedding.weight.any()  # it learns from there
+
+    # The reverse is refused: a state with weights the network lacks.
+    with pytest.raises(RuntimeError, match="column_label_embedding"):
+        Pretrainer(_config(), tmp_path / "shrunk", resume=True, state_dir=state_dir)
+
+
 def test__regression_loss__near_constant_training_target__bounded(tmp_path: Path) -> None:
     """A training target with almost no spread must not explode the loss (seen at 4e12)."""
     torch.manual_seed(0)
