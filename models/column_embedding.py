@@ -3,10 +3,11 @@
 Steps, per column and with weights shared across columns (any number of features):
 
 1. :func:`column_statistics`: robust location and scale from the *training* cells only (NaN
-   ignored; one winsorising pass at ``mean ± 4 std`` so a few outliers do not set the scale).
+   ignored; one winsorising pass at ``mean ± 4 std`` so a few outliers do not set the scale), and
+   the range of the training values.
 2. :func:`cell_inputs`: three channels per cell, ``(z, missing, categorical)``: ``z`` is the value
-   standardised with those statistics and clipped, 0 when missing (NaN; ``±inf`` counts as missing
-   too); ``missing`` is a 0/1 flag;
+   clamped to the column's training range, standardised with those statistics and clipped, 0 when
+   missing (NaN; ``±inf`` counts as missing too); ``missing`` is a 0/1 flag;
    ``categorical`` flags columns of integer codes, which are standardised like ordinal values (the
    estimators shuffle code order per ensemble member and the prior produces both ordered and
    shuffled codes, so the network learns not to trust the order).
@@ -26,13 +27,24 @@ The summaries and statistics are what :class:`models.icl.ICLContext` stores for 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
 from models.attention import MultiHeadAttention
 from models.icl_layers import FeedForward, make_norm
 
-__all__ = ["ColumnEmbedding", "cell_inputs", "column_statistics"]
+__all__ = ["ColumnEmbedding", "ColumnStats", "cell_inputs", "column_statistics"]
+
+
+class ColumnStats(NamedTuple):
+    """Per-column statistics of the training rows, each ``(B, F)``."""
+
+    mean: Tensor
+    std: Tensor
+    low: Tensor  # smallest training value (0 for a column with none)
+    high: Tensor  # largest training value
 
 
 def _masked_mean_std(values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,8 +54,8 @@ def _masked_mean_std(values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var.sqrt()
 
 
-def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> tuple[Tensor, Tensor]:
-    """Robust per-column mean and standard deviation of the training rows.
+def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> ColumnStats:
+    """Robust per-column mean and standard deviation, and range, of the training rows.
 
     Parameters
     ----------
@@ -54,9 +66,10 @@ def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> tuple[Tens
 
     Returns
     -------
-    tuple of Tensor
-        ``mean`` and ``std``, each ``(B, F)``. Columns that are constant (or entirely missing) get
-        ``std = 1`` so that their cells standardise to 0 instead of amplifying rounding noise.
+    ColumnStats
+        ``mean``, ``std``, ``low``, ``high``, each ``(B, F)``. Columns that are constant (or
+        entirely missing) get ``std = 1`` so that their cells standardise to 0 instead of
+        amplifying rounding noise.
     """
     observed = torch.isfinite(x_train)
     values = torch.where(observed, x_train, 0.0)
@@ -65,19 +78,30 @@ def column_statistics(x_train: Tensor, *, clip_sigma: float = 4.0) -> tuple[Tens
     hi = (mean + clip_sigma * std).unsqueeze(1)
     mean, std = _masked_mean_std(torch.minimum(torch.maximum(values, lo), hi), observed)
     constant = std <= 1e-6 * (1.0 + mean.abs())
-    return mean, torch.where(constant, torch.ones_like(std), std)
+    low = torch.where(observed, x_train, torch.inf).amin(dim=1)
+    high = torch.where(observed, x_train, -torch.inf).amax(dim=1)
+    empty = ~observed.any(dim=1)
+    return ColumnStats(
+        mean,
+        torch.where(constant, torch.ones_like(std), std),
+        torch.where(empty, 0.0, low),
+        torch.where(empty, 0.0, high),
+    )
 
 
-def cell_inputs(
-    x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor, *, clip_value: float
-) -> Tensor:
+def cell_inputs(x: Tensor, stats: ColumnStats, categorical: Tensor, *, clip_value: float) -> Tensor:
     """Per-cell input channels ``(z, missing, categorical)``.
+
+    Values beyond the training range are clamped to it, as a tree would see them: what lies
+    outside says nothing the training rows can confirm, and a network extrapolating a smooth
+    function there predicted, on real data, prices that the training rows contradicted by
+    several target standard deviations.
 
     Parameters
     ----------
     x : Tensor
         ``(B, R, F)`` raw cells, NaN where missing.
-    mean, std : Tensor
+    stats : ColumnStats
         ``(B, F)`` statistics from :func:`column_statistics`.
     categorical : Tensor
         ``(B, F)`` bool.
@@ -90,7 +114,8 @@ def cell_inputs(
         ``(B, F, R, 3)`` (columns first, ready for per-column set attention).
     """
     missing = ~torch.isfinite(x)
-    z = (x - mean.unsqueeze(1)) / std.unsqueeze(1)
+    x = torch.minimum(torch.maximum(x, stats.low.unsqueeze(1)), stats.high.unsqueeze(1))
+    z = (x - stats.mean.unsqueeze(1)) / stats.std.unsqueeze(1)
     z = torch.where(missing, 0.0, z).clamp(-clip_value, clip_value)  # (B, R, F)
     cat = categorical.unsqueeze(1).expand_as(z).to(z.dtype)
     channels = torch.stack([z, missing.to(z.dtype), cat], dim=-1)  # (B, R, F, 3)
@@ -178,8 +203,8 @@ class ColumnEmbedding(nn.Module):
             for _ in range(n_blocks)
         )
 
-    def _lift(self, x: Tensor, mean: Tensor, std: Tensor, categorical: Tensor) -> Tensor:
-        return self.lift(cell_inputs(x, mean, std, categorical, clip_value=self.clip_value))
+    def _lift(self, x: Tensor, stats: ColumnStats, categorical: Tensor) -> Tensor:
+        return self.lift(cell_inputs(x, stats, categorical, clip_value=self.clip_value))
 
     @staticmethod
     def _per_column(labels: Tensor | None, n_features: int) -> Tensor | None:
@@ -189,14 +214,14 @@ class ColumnEmbedding(nn.Module):
 
     def embed_train(
         self, x_train: Tensor, categorical: Tensor, labels: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
-        """Embed the training cells and return ``(cells, mean, std, summaries)``.
+    ) -> tuple[Tensor, ColumnStats, tuple[Tensor, ...]]:
+        """Embed the training cells and return ``(cells, stats, summaries)``.
 
         ``summaries`` holds one ``(B, F, m, d)`` tensor per block. ``labels`` ``(B, R_train, d)``,
         when given, enter the summaries only (target-aware summaries).
         """
-        mean, std = column_statistics(x_train)
-        e = self._lift(x_train, mean, std, categorical)  # (B, F, R_train, d)
+        stats = column_statistics(x_train)
+        e = self._lift(x_train, stats, categorical)  # (B, F, R_train, d)
         b, f = e.shape[:2]
         e = e.flatten(0, 1)  # (B*F, R_train, d)
         per_column = self._per_column(labels, f)
@@ -205,18 +230,18 @@ class ColumnEmbedding(nn.Module):
             s = block.summarize(e, per_column)  # (B*F, m, d)
             e = block.read(e, s)
             summaries.append(s.unflatten(0, (b, f)))
-        return e.unflatten(0, (b, f)), mean, std, tuple(summaries)
+        return e.unflatten(0, (b, f)), stats, tuple(summaries)
 
     def summarize(
         self, x_train: Tensor, categorical: Tensor, labels: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
-        """Statistics and summaries only: ``(mean, std, summaries)`` as from :meth:`embed_train`.
+    ) -> tuple[ColumnStats, tuple[Tensor, ...]]:
+        """Statistics and summaries only: ``(stats, summaries)`` as from :meth:`embed_train`.
 
         Skips the read-back of the last block, so the training cells can then be embedded in
         row chunks with :meth:`embed` (same result, bounded memory).
         """
-        mean, std = column_statistics(x_train)
-        e = self._lift(x_train, mean, std, categorical)  # (B, F, R_train, d)
+        stats = column_statistics(x_train)
+        e = self._lift(x_train, stats, categorical)  # (B, F, R_train, d)
         b, f = e.shape[:2]
         e = e.flatten(0, 1)  # (B*F, R_train, d)
         per_column = self._per_column(labels, f)
@@ -226,18 +251,17 @@ class ColumnEmbedding(nn.Module):
             if i + 1 < len(self.blocks):
                 e = block.read(e, s)
             summaries.append(s.unflatten(0, (b, f)))
-        return mean, std, tuple(summaries)
+        return stats, tuple(summaries)
 
     def embed(
         self,
         x: Tensor,
-        mean: Tensor,
-        std: Tensor,
+        stats: ColumnStats,
         categorical: Tensor,
         summaries: tuple[Tensor, ...],
     ) -> Tensor:
         """Embed any cells ``(B, R, F)`` against stored statistics and summaries -> ``(B, F, R, d)``."""
-        e = self._lift(x, mean, std, categorical)  # (B, F, R, d)
+        e = self._lift(x, stats, categorical)  # (B, F, R, d)
         b, f = e.shape[:2]
         e = e.flatten(0, 1)  # (B*F, R, d)
         for block, s in zip(self.blocks, summaries, strict=True):

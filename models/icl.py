@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from models.attention import AttentionConfig, ContextAttention, MultiHeadAttention, _use_explicit
-from models.column_embedding import ColumnEmbedding
+from models.column_embedding import ColumnEmbedding, ColumnStats
 from models.heads import BarDistribution, MLPHead
 from models.icl_layers import FeedForward, make_norm
 
@@ -148,8 +148,8 @@ class ICLContext:
 
     Attributes
     ----------
-    mean, std : Tensor
-        ``(B, F)`` per-column statistics of the training rows.
+    mean, std, low, high : Tensor
+        ``(B, F)`` per-column statistics and range of the training rows.
     feature_mask, categorical : Tensor
         ``(B, F)`` bool.
     column_summaries : tuple of Tensor
@@ -161,6 +161,8 @@ class ICLContext:
 
     mean: Tensor
     std: Tensor
+    low: Tensor
+    high: Tensor
     feature_mask: Tensor
     categorical: Tensor
     column_summaries: tuple[Tensor, ...]
@@ -172,6 +174,8 @@ class ICLContext:
         out = {
             "mean": self.mean,
             "std": self.std,
+            "low": self.low,
+            "high": self.high,
             "feature_mask": self.feature_mask,
             "categorical": self.categorical,
         }
@@ -191,6 +195,8 @@ class ICLContext:
         return cls(
             mean=tensors["mean"],
             std=tensors["std"],
+            low=tensors["low"],
+            high=tensors["high"],
             feature_mask=tensors["feature_mask"],
             categorical=tensors["categorical"],
             column_summaries=seq("column_summaries"),
@@ -424,14 +430,13 @@ class ICLTransformer(nn.Module):
     def _rows(
         self,
         x: Tensor,
-        mean: Tensor,
-        std: Tensor,
+        stats: ColumnStats,
         categorical: Tensor,
         summaries: tuple[Tensor, ...],
         feature_mask: Tensor,
     ) -> Tensor:
         """Row vectors ``(B, R, D)`` of rows ``(B, R, F)`` against fitted column summaries."""
-        cells = self.column_embedding.embed(x, mean, std, categorical, summaries)  # (B, F, R, d)
+        cells = self.column_embedding.embed(x, stats, categorical, summaries)  # (B, F, R, d)
         return self.row_encoder(cells, feature_mask)
 
     # ---------------------------------------------------------------- inference
@@ -474,20 +479,19 @@ class ICLTransformer(nn.Module):
         if self.column_label_embedding is not None:
             column_labels = self._embed_labels(y_train, self.column_label_embedding)  # (B, R_train, d)
         if row_chunk_size is None or torch.is_grad_enabled() or n_rows <= row_chunk_size:
-            cells, mean, std, summaries = self.column_embedding.embed_train(
+            cells, stats, summaries = self.column_embedding.embed_train(
                 x_train, categorical, column_labels
             )
             rows = self.row_encoder(cells, feature_mask)  # (B, R_train, D)
         else:
-            mean, std, summaries = self.column_embedding.summarize(
+            stats, summaries = self.column_embedding.summarize(
                 x_train, categorical, column_labels
             )
             rows = torch.cat(
                 [
                     self._rows(
                         x_train[:, i : i + row_chunk_size],
-                        mean,
-                        std,
+                        stats,
                         categorical,
                         summaries,
                         feature_mask,
@@ -506,8 +510,10 @@ class ICLTransformer(nn.Module):
             if i + 1 < len(self.blocks):  # the last block's context update would never be read
                 h = block.read(h, summary)
         return ICLContext(
-            mean=mean,
-            std=std,
+            mean=stats.mean,
+            std=stats.std,
+            low=stats.low,
+            high=stats.high,
             feature_mask=feature_mask,
             categorical=categorical,
             column_summaries=summaries,
@@ -520,8 +526,7 @@ class ICLTransformer(nn.Module):
         x_test = torch.where(context.feature_mask[:, None, :], x_test, 0.0)
         h = self._rows(
             x_test,
-            context.mean,
-            context.std,
+            ColumnStats(context.mean, context.std, context.low, context.high),
             context.categorical,
             context.column_summaries,
             context.feature_mask,

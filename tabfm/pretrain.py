@@ -21,6 +21,7 @@ it would have seen without the interruption.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -39,7 +40,7 @@ from safetensors.torch import save_file
 
 from models.icl import ICLConfig, ICLTransformer
 from priors import BatchStream, PriorBatch
-from tabfm.checkpoint import card_path, read_card, save_checkpoint
+from tabfm.checkpoint import card_path, load_checkpoint, save_checkpoint
 from tabfm.device import resolve_device
 from tabfm.validation import VALIDATION_DATASETS, evaluate_on_real_data
 
@@ -304,11 +305,19 @@ class Pretrainer:
     # -- validation ---------------------------------------------------------------------------
 
     def validate(self) -> float | None:
-        """Score the EMA weights on the fixed real datasets; ship them when they beat the shipped ones."""
+        """Score the EMA weights on the fixed real datasets; ship them when they beat the shipped ones.
+
+        The weights are scored as they would ship (rounded to float16), so a score in the log is
+        the score of the file that would be written.
+        """
         if self.val_data_dir is None:
             return None
-        self.ema.eval()
-        scores = evaluate_on_real_data(self.ema, self.config.task, self.val_data_dir)
+        candidate = copy.deepcopy(self.ema).eval()
+        with torch.no_grad():
+            for t in [*candidate.parameters(), *candidate.buffers()]:
+                if t.is_floating_point():
+                    t.copy_(t.to(torch.float16))
+        scores = evaluate_on_real_data(candidate, self.config.task, self.val_data_dir)
         mean = float(np.mean(list(scores.values())))
         row = {"step": self.progress.step, "datasets_seen": self.progress.datasets_seen, "mean": round(mean, 5)}
         row.update({k: round(v, 5) for k, v in scores.items()})
@@ -318,9 +327,14 @@ class Pretrainer:
             self.progress.best_val, self.progress.best_val_step = mean, self.progress.step
         if self.ship_dir is not None:
             target = self.ship_dir / f"tabfm-{self.config.task}.safetensors"
-            shipped = read_card(target).get("validation", {}).get("mean")
+            shipped = None
+            if target.is_file():
+                # Scored again now rather than read from its card: the inference code may have
+                # changed since it was shipped, and only the same code makes the two comparable.
+                shipped_scores = evaluate_on_real_data(load_checkpoint(target), self.config.task, self.val_data_dir)
+                shipped = round(float(np.mean(list(shipped_scores.values()))), 5)
             if shipped is None or mean > shipped:
-                save_checkpoint(target, self.ema, card=self.model_card(scores, mean))
+                save_checkpoint(target, candidate, card=self.model_card(scores, mean))
                 logger.info("shipped %s (validation %.4f > %s)", target, mean, shipped)
         return mean
 

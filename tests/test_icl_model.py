@@ -440,3 +440,19 @@ def test_column_labels__subset_of_test_rows_and_row_chunks__same_predictions(tas
         subset = model(torch.cat([x[:, :23], x[:, 24:26]], dim=1), y)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(subset, whole[:, 1:3], atol=1e-5, rtol=1e-5)
+
+
+def test_forward__test_value_beyond_training_range__predicted_as_at_the_boundary():
+    model = tiny_model("full")
+    x, y = tiny_batch()
+    top = x[:, :12, 1].amax(dim=1)  # (B,)
+    at_edge, beyond, infinite, missing = (x[:, 12:].clone() for _ in range(4))
+    at_edge[:, :, 1] = top[:, None]
+    beyond[:, :, 1] = top[:, None] + 50.0
+    infinite[:, :, 1] = torch.inf
+    missing[:, :, 1] = torch.nan
+    out = {k: model(torch.cat([x[:, :12], v], dim=1), y) for k, v in
+           {"edge": at_edge, "beyond": beyond, "inf": infinite, "nan": missing}.items()}
+    torch.testing.assert_close(out["beyond"], out["edge"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out["inf"], out["nan"], atol=1e-6, rtol=1e-6)  # ±inf counts as missing
+    assert not torch.allclose(out["nan"], out["edge"])

@@ -138,3 +138,35 @@ def test__pretrainer__sigterm__stops_after_the_step_and_saves(tmp_path: Path) ->
         timer.cancel()
     assert 0 < progress.step < 10_000
     assert json.loads((tmp_path / "committed" / "progress.json").read_text())["step"] == progress.step
+
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="needs ../shared/datasets beside the repository")
+def test__validate__ships_only_weights_that_beat_the_shipped_ones_scored_now(tmp_path: Path) -> None:
+    ship = tmp_path / "ship"
+    trainer = Pretrainer(_config(), tmp_path / "run", ship_dir=ship, val_data_dir=REAL_DATA)
+    first = trainer.validate()
+    target = ship / "tabfm-classification.safetensors"
+    assert target.is_file()
+    shipped_before = target.read_bytes()
+
+    # Same weights again: not better, so the shipped file stays as it is.
+    assert trainer.validate() == pytest.approx(first)
+    assert target.read_bytes() == shipped_before
+
+    # A stale card claiming a better score than the weights earn does not block a better model:
+    # the shipped weights are scored again with the current code.
+    card = target.with_suffix(".json")
+    data = json.loads(card.read_text())
+    data["validation"]["mean"] = 0.99
+    card.write_text(json.dumps(data))
+    with torch.no_grad():
+        for p in trainer.ema.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trainer.validate()
+    rows = (tmp_path / "run" / "val_log.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3
+    newest = float(rows[-1].split(",")[2])
+    assert (target.read_bytes() != shipped_before) == (newest > round(first, 5))
