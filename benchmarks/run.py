@@ -83,13 +83,27 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate(model_name: str, task: str, seed: int, split: bdata.Split, n_classes: int) -> dict:
+def evaluate(
+    model_name: str,
+    task: str,
+    seed: int,
+    split: bdata.Split,
+    n_classes: int,
+    torch_threads: int | None = None,
+) -> dict:
     """Fit one model on ``split`` and score it; raises whatever the model raises.
+
+    ``torch_threads`` caps torch's intra-op threads (the neural models) for this process; the
+    GBDTs keep their own thread settings.
 
     For classification, ``split.y_*`` hold class indices ``0..n_classes-1``. The model is fitted on
     the classes present in the training rows relabelled ``0..k-1`` (XGBoost requires contiguous
     labels) and its probabilities are put back into the dataset's ``n_classes`` columns.
     """
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     model = make_model(model_name, task, seed)
     if task == "regression":
         t0 = time.perf_counter()
@@ -214,10 +228,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout-s", type=float, default=None,
                    help="kill a fit + predict after this many seconds (runs each in a subprocess)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch threads for the neural models (default: torch's own choice)")  # fmt: skip
+    p.add_argument("--summary-only", action="store_true",
+                   help="fit nothing: summarise (and plot) the rows already in --out")  # fmt: skip
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        p.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
     if args.max_train_rows is not None and args.max_train_rows < 2:
         p.error(f"--max-train-rows must be >= 2, got {args.max_train_rows}")
     return args
@@ -241,11 +261,16 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         raise ValueError("--models is empty")
     entries = list_datasets(args)
     seeds = list(range(args.seeds))
-    log = CsvLog(args.out, args.resume)
+    if args.summary_only and not args.out.is_file():
+        raise FileNotFoundError(f"--summary-only: no results at {args.out}")
+    log = CsvLog(args.out, args.resume or args.summary_only)
     notes: dict[str, str] = {}
     started = time.perf_counter()
     total = len(entries) * len(seeds) * len(models)
     todo = sum((e.name, m, s) not in log.done for e in entries for m in models for s in seeds)
+    listed = entries
+    if args.summary_only:
+        entries, todo = [], 0
     bar = tqdm(
         total=total, initial=total - todo, disable=args.no_progress, unit="fit", file=sys.stderr
     )
@@ -287,6 +312,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                     seed,
                     split,
                     len(classes) if classes is not None else 0,
+                    args.torch_threads,
                 )
                 try:
                     if args.timeout_s:
@@ -301,7 +327,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     bar.close()
     elapsed = time.perf_counter() - started
     results = pd.read_csv(args.out, dtype={"dataset": str, "model": str, "error": str})
-    names = {e.name for e in entries}
+    names = {e.name for e in listed}
     results = results[results.dataset.isin(names) & results.model.isin(models)]
     results = results[results.seed.isin(seeds)]
     summary = report.summarise(results, models)

@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from models.dropout import Dropout
 from models.numeric_embeddings import OneHotEncoding, PiecewiseLinearEmbeddings
 
 ScalingInit = Literal["ones", "normal", "random-signs"]
@@ -219,7 +220,7 @@ class TabM(nn.Module):
                 for i in range(n_blocks)
             ]
         self.blocks = nn.ModuleList(
-            nn.Sequential(layer, nn.ReLU(), nn.Dropout(config.dropout)) for layer in layers
+            nn.Sequential(layer, nn.ReLU(), Dropout(config.dropout)) for layer in layers
         )
         self.heads = LinearEnsemble(d, config.d_out, k=k)
 

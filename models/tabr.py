@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.dropout import Dropout, keep_mask_
 from models.numeric_embeddings import OneHotEncoding, PiecewiseLinearEmbeddings
 
 SearchFn = Callable[[Tensor, Tensor, int, "Tensor | None"], Tensor]
@@ -58,23 +59,124 @@ def exact_search(
     if not 1 <= m <= limit:
         raise ValueError(f"m must be in [1, {limit}] for {n_candidates} candidates, however: m={m}")
     q_sq = queries.square().sum(-1, keepdim=True)  # (B, 1)
-    best_d = queries.new_empty((queries.shape[0], 0))
-    best_i = torch.empty((queries.shape[0], 0), dtype=torch.long, device=queries.device)
+    best_d = best_i = None
     for start in range(0, n_candidates, chunk_size):
         chunk = candidates[start : start + chunk_size]  # (C, D)
-        dist = q_sq - 2.0 * queries @ chunk.T + chunk.square().sum(-1)  # (B, C)
-        idx = torch.arange(start, start + chunk.shape[0], device=queries.device).expand_as(dist)
+        # q_sq - 2 q.c + c_sq, in place (the same rounding as the exported graph's formula).
+        dist = (queries @ chunk.T).mul_(-2.0).add_(q_sq).add_(chunk.square().sum(-1))  # (B, C)
         if exclude is not None:
-            dist = dist.masked_fill(idx == exclude.unsqueeze(1), torch.inf)
-        dist, idx = torch.cat([best_d, dist], 1), torch.cat([best_i, idx], 1)  # indices ascending
+            local = exclude - start
+            rows = ((local >= 0) & (local < chunk.shape[0])).nonzero().squeeze(1)
+            dist[rows, local[rows]] = torch.inf
+        n_prev = 0 if best_d is None else best_d.shape[1]
+        if best_d is not None:
+            dist = torch.cat([best_d, dist], 1)  # (B, k + C): kept rows first, indices ascending
+        k = min(m, dist.shape[1])
         # Ties go to the lowest index, as ONNX TopK does, so the exported graph retrieves the same
         # rows: keep everything nearer than the k-th distance, then the first tied positions.
-        k = min(m, dist.shape[1])
-        kth = dist.topk(k, dim=1, largest=False, sorted=True).values[:, -1:]  # (B, 1)
-        nearer, tied = dist < kth, dist == kth
-        keep = nearer | (tied & (tied.cumsum(1) <= k - nearer.sum(1, keepdim=True)))
-        best_d, best_i = dist[keep].view(-1, k), idx[keep].view(-1, k)
+        kth = dist.topk(k, dim=1, largest=False, sorted=False).values.amax(1, keepdim=True)
+        keep = dist <= kth  # (B, k + C)
+        if bool((keep.sum(1) > k).any()):  # more ties at the k-th distance than places left
+            nearer, tied = dist < kth, dist == kth
+            keep = nearer | (tied & (tied.cumsum(1) <= k - nearer.sum(1, keepdim=True)))
+        pos = keep.nonzero()[:, 1].view(-1, k)  # (B, k) positions, ascending
+        new_d = dist.gather(1, pos)
+        new_i = pos + (start - n_prev)
+        if best_i is not None:
+            new_i = torch.where(pos < n_prev, best_i.gather(1, pos.clamp(max=n_prev - 1)), new_i)
+        best_d, best_i = new_d, new_i
     return best_i.gather(1, torch.sort(best_d, dim=1, stable=True).indices)
+
+
+# Rows of the (rows, m, d_block) hidden tensor formed at a time: ~8 MB pieces stay in the
+# allocator's reused memory instead of fresh page-faulted mappings of the whole batch.
+_HIDDEN_CHUNK_ELEMENTS = 1 << 21
+
+
+def _hidden_rows(a: Tensor, proj: Tensor, idx: Tensor, keep: Tensor | None, out: Tensor) -> Tensor:
+    """``drop(relu(a[b] - proj[idx[b, i]]))`` (without the 1/(1-p) scale) written into ``out``."""
+    torch.index_select(proj, 0, idx.flatten(), out=out.view(-1, proj.shape[1]))
+    torch.sub(a.unsqueeze(1), out, out=out).clamp_(min=0.0)  # (b, m, H)
+    if keep is not None:
+        out.mul_(keep.view(torch.uint8))  # several times faster than masked_fill_
+    return out
+
+
+class _MixHidden(torch.autograd.Function):
+    """Forward and backward of :func:`mix_hidden`, a few rows at a time.
+
+    Saves the inputs and the bool dropout mask (1 byte per hidden unit); the backward recomputes each piece of the hidden
+    tensor instead of keeping all of it.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, proj: Tensor, idx: Tensor, weights: Tensor, p: float) -> Tensor:
+        idx = idx.contiguous()
+        (B, m), H = idx.shape, a.shape[1]
+        rows = max(1, _HIDDEN_CHUNK_ELEMENTS // (m * H))
+        keeps = None
+        if p > 0.0:
+            keeps = keep_mask_(torch.empty((B, m, H), dtype=torch.bool, device=a.device), p)
+        buffer = a.new_empty((min(rows, B), m, H))
+        out = a.new_empty((B, H))
+        for s in range(0, B, rows):
+            e = min(s + rows, B)
+            hidden = _hidden_rows(
+                a[s:e], proj, idx[s:e], None if keeps is None else keeps[s:e], buffer[: e - s]
+            )  # (b, m, H)
+            out[s:e] = torch.bmm(weights[s:e].unsqueeze(1), hidden).squeeze(1)
+        if p > 0.0:
+            out.mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(a, proj, idx, weights, keeps)
+        ctx.p, ctx.rows = p, rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        a, proj, idx, weights, keeps = ctx.saved_tensors
+        p, rows = ctx.p, ctx.rows
+        (B, m), H = idx.shape, a.shape[1]
+        g = grad_out.contiguous() * (1.0 / (1.0 - p))  # (B, H)
+        grad_a = torch.empty_like(a) if ctx.needs_input_grad[0] else None
+        grad_proj = torch.zeros_like(proj) if ctx.needs_input_grad[1] else None
+        grad_w = torch.empty_like(weights) if ctx.needs_input_grad[3] else None
+        buffer = a.new_empty((min(rows, B), m, H))
+        for s in range(0, B, rows):
+            e = min(s + rows, B)
+            hidden = _hidden_rows(
+                a[s:e], proj, idx[s:e], None if keeps is None else keeps[s:e], buffer[: e - s]
+            )  # (b, m, H)
+            if grad_w is not None:
+                grad_w[s:e] = torch.bmm(hidden, g[s:e].unsqueeze(-1)).squeeze(-1)
+            # d out / d (a - proj): 1 where the unit is active and kept, times weight and grad.
+            d_pre = hidden.sign_().mul_(weights[s:e].unsqueeze(-1)).mul_(g[s:e].unsqueeze(1))
+            if grad_a is not None:
+                torch.sum(d_pre, dim=1, out=grad_a[s:e])
+            if grad_proj is not None:
+                grad_proj.index_add_(0, idx[s:e].flatten(), d_pre.view(-1, H), alpha=-1.0)
+        return grad_a, grad_proj, None, grad_w, None
+
+
+def mix_hidden(a: Tensor, proj: Tensor, idx: Tensor, weights: Tensor, p: float = 0.0) -> Tensor:
+    """``sum_i weights[b, i] * dropout(relu(a[b] - proj[idx[b, i]]), p)`` as ``(B, H)``.
+
+    The same value (and gradients for ``a``, ``proj`` and ``weights``) as forming the
+    ``(B, m, H)`` tensor with torch operations, without holding it: rows are processed a few at a
+    time and the backward pass recomputes them. Dropout masks come from
+    :func:`models.dropout.keep_mask_`.
+
+    Parameters
+    ----------
+    a : Tensor (B, H)
+    proj : Tensor (N, H)
+    idx : Tensor (B, m) of int64 row indices into ``proj``
+    weights : Tensor (B, m)
+    p : float
+        Dropout probability on the hidden units (0 in eval mode).
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1), however: p={p}")
+    return _MixHidden.apply(a, proj, idx, weights, p)
 
 
 @dataclass(frozen=True)
@@ -131,9 +233,9 @@ class _ResidualBlock(nn.Module):
             *([nn.LayerNorm(config.d_main)] if prenorm else []),
             nn.Linear(config.d_main, config.d_block),
             nn.ReLU(),
-            nn.Dropout(config.dropout0),
+            Dropout(config.dropout0),
             nn.Linear(config.d_block, config.d_main),
-            nn.Dropout(config.dropout1),
+            Dropout(config.dropout1),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -196,10 +298,10 @@ class TabR(nn.Module):
         self.transform = nn.Sequential(
             nn.Linear(d_main, config.d_block),
             nn.ReLU(),
-            nn.Dropout(config.dropout0),
+            Dropout(config.dropout0),
             nn.Linear(config.d_block, d_main, bias=False),
         )
-        self.context_dropout = nn.Dropout(config.context_dropout)
+        self.context_dropout = Dropout(config.context_dropout)
         # Predictor P.
         self.predictor = nn.Sequential(
             *(_ResidualBlock(config, prenorm=True) for _ in range(config.predictor_n_blocks))
@@ -259,26 +361,39 @@ class TabR(nn.Module):
         with labels ``candidate_y[context_idx[b]]``. Returns ``(B, d_out)``.
 
         The value of context row ``i`` is ``emb(y_i) + W2 · drop(relu(W1 (k - k_i) + b1))``.
-        Because ``W1`` is linear, ``W1 (k - k_i) = W1 k - W1 k_i`` is computed from projections
-        of the queries and of the candidates (whichever is fewer: all candidates once, or the
-        gathered context rows); and because ``W2`` has no bias, it is applied once to the
-        weighted sum instead of to each of the ``m`` context rows. Both are exact rewrites that
-        cut the dominant cost of the paper's formulation by a factor of about ``m``.
+        Exact rewrites keep the cost well below the paper's formulation: ``W1 (k - k_i)`` is
+        ``W1 k - W1 k_i``, projected from the queries and the candidates (whichever is fewer:
+        all candidates once, or the gathered context rows); ``W2`` has no bias, so it is applied
+        once to the weighted sum instead of to each of the ``m`` context rows; the weighted sum
+        of label embeddings is a sum of weights per class (or of weighted labels, for the linear
+        embedding of regression targets); and the ``(B, m, d_block)`` hidden tensor is formed
+        and reduced a few rows at a time by :func:`mix_hidden`.
         """
-        first, activation, dropout, second = self.transform
+        first, _, dropout, second = self.transform
         context_k = candidate_k[context_idx]  # (B, m, D)
         weights = F.softmax(-(k.unsqueeze(1) - context_k).square().sum(-1), dim=-1)  # (B, m)
         weights = self.context_dropout(weights)
         if candidate_k.shape[0] <= context_idx.numel():
-            context_proj = F.linear(candidate_k, first.weight)[context_idx]  # (B, m, d_block)
+            proj, proj_idx = F.linear(candidate_k, first.weight), context_idx  # (N, d_block)
         else:
-            context_proj = F.linear(context_k, first.weight)  # (B, m, d_block)
-        hidden = dropout(activation(first(k).unsqueeze(1) - context_proj))  # (B, m, d_block)
-        mixed_hidden = torch.bmm(weights.unsqueeze(1), hidden).squeeze(1)  # (B, d_block)
-        labels = self.embed_labels(candidate_y[context_idx])  # (B, m, D)
-        mixed_labels = torch.bmm(weights.unsqueeze(1), labels).squeeze(1)  # (B, D)
+            proj = F.linear(context_k.flatten(0, 1), first.weight)  # (B * m, d_block)
+            proj_idx = torch.arange(proj.shape[0], device=proj.device).view(context_idx.shape)
+        p_drop = dropout.p if dropout.training else 0.0
+        mixed_hidden = mix_hidden(first(k), proj, proj_idx, weights, p_drop)  # (B, d_block)
+        mixed_labels = self.mix_labels(weights, candidate_y[context_idx])  # (B, D)
         x = x + mixed_labels + second(mixed_hidden)  # (B, D)
         return self.head(self.predictor(x))
+
+    def mix_labels(self, weights: Tensor, context_y: Tensor) -> Tensor:
+        """``sum_i weights[b, i] * embed_labels(context_y[b, i])`` as ``(B, D)``, without the
+        ``(B, m, D)`` tensor of embeddings."""
+        if self.config.n_classes is None:
+            w, b = self.label_embedding.weight, self.label_embedding.bias  # (D, 1), (D,)
+            weighted_y = (weights * context_y.to(weights.dtype)).sum(1, keepdim=True)  # (B, 1)
+            return F.linear(weighted_y, w) + weights.sum(1, keepdim=True) * b
+        per_class = weights.new_zeros((weights.shape[0], self.config.n_classes))
+        per_class = per_class.scatter_add(1, context_y.long(), weights)  # (B, C)
+        return per_class @ self.label_embedding.weight
 
     def forward(
         self,

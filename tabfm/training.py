@@ -116,7 +116,7 @@ def train(
     Parameters
     ----------
     model : nn.Module
-        The network; put in train mode for steps and eval mode (under ``torch.no_grad``) for
+        The network; put in train mode for steps and eval mode (under ``torch.inference_mode``) for
         ``validation_score``.
     n_train : int
         Number of training rows; batches are index tensors into ``range(n_train)``.
@@ -165,7 +165,7 @@ def train(
                 out_of_time = True
                 break
         model.eval()
-        with torch.no_grad():
+        with torch.inference_mode():
             score = float(validation_score())
         mean_loss = float(torch.stack(losses).mean())
         result.n_epochs = epoch + 1

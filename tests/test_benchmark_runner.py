@@ -182,3 +182,28 @@ def test_run__timeout__worker_scores_or_records_timeout(tiny_dir, tmp_path):
     assert df.loc["nope", "error"].startswith("KeyError: ")
     assert brun.main([*_argv(tiny_dir, out, "linear", "--timeout-s", "0.001"), *argv]) == 0
     assert pd.read_csv(out).error.iloc[0].startswith("TimeoutError")
+
+
+def test_run__summary_only__fits_nothing_and_summarises_existing_rows(tiny_dir, tmp_path):
+    out = tmp_path / "results.csv"
+    assert brun.main(_argv(tiny_dir, out, "linear")) == 0
+    before = out.read_text()
+    summary = tmp_path / "s.md"
+    # lightgbm has no rows: nothing is fitted, the summary shows it with no datasets.
+    argv = _argv(tiny_dir, out, "linear,lightgbm", "--summary-only", "--summary", str(summary))
+    assert brun.main(argv) == 0
+    assert out.read_text() == before
+    text = summary.read_text()
+    assert "| linear | 2 |" in text and "| lightgbm | 0 |" in text
+
+
+def test_evaluate__torch_threads__sets_torch_threads(monkeypatch):
+    torch = pytest.importorskip("torch")
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=40)})
+    y = (X["a"] > 0).to_numpy().astype(np.int64)
+    split = bdata.Split(X[:30], X[30:], y[:30], y[30:])
+    brun.evaluate("linear", "binary", 0, split, 2, 1)
+    assert seen == [1]

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from sklearn.datasets import make_classification, make_regression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from models.tabr import TabR, TabRConfig, exact_search
+import models.tabr as tabr_module
+from models.dropout import keep_mask
+from models.tabr import TabR, TabRConfig, exact_search, mix_hidden
 from tabfm.tabr import TabRClassifier, TabRRegressor, _faiss_search
 
 TINY = dict(d_main=16, context_size=8, max_epochs=3, batch_size=32, device="cpu")
@@ -58,6 +60,55 @@ def test__mix__equals_paper_formula_of_per_context_values() -> None:
         values = model.label_embedding(candidate_y[ctx]) + model.transform(k[:, None] - context_k)
         naive = model.head(model.predictor(x + (weights[:, :, None] * values).sum(1)))
         torch.testing.assert_close(model.mix(x, k, candidate_k, candidate_y, ctx), naive)
+
+
+def test__exact_search__ties_across_chunks__lowest_indices_as_stable_sort() -> None:
+    torch.manual_seed(0)
+    for trial in range(60):
+        n = int(torch.randint(3, 40, ()))
+        candidates = torch.randint(0, 3, (n, 2)).float()  # many exactly equal distances
+        queries = torch.randint(0, 3, (5, 2)).float()
+        own = torch.randint(0, n, (5,)) if trial % 2 else None
+        m = int(torch.randint(1, n, ()))
+        dist = torch.cdist(queries, candidates).square()
+        if own is not None:
+            dist[torch.arange(5), own] = torch.inf
+        expected = torch.sort(dist, dim=1, stable=True).indices[:, :m]
+        for chunk_size in (1, 3, 16384):
+            found = exact_search(queries, candidates, m, own, chunk_size=chunk_size)
+            assert torch.equal(found, expected), (trial, chunk_size)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test__mix_hidden__chunked__same_value_and_gradients_as_torch_ops(monkeypatch, p: float) -> None:
+    monkeypatch.setattr(tabr_module, "_HIDDEN_CHUNK_ELEMENTS", 2 * 5 * 6)  # 2 rows at a time
+    torch.manual_seed(0)
+    a = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
+    proj = torch.randn(11, 6, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(7, 5, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 11, (7, 5))
+    torch.manual_seed(1)
+    fused = mix_hidden(a, proj, idx, weights, p)
+    torch.manual_seed(1)
+    keep = keep_mask((7, 5, 6), p) if p > 0 else torch.ones(7, 5, 6, dtype=torch.bool)
+    hidden = torch.relu(a[:, None] - proj[idx]) * keep / (1 - p)  # (B, m, H)
+    naive = (weights[:, :, None] * hidden).sum(1)
+    torch.testing.assert_close(fused, naive)
+    g = torch.randn_like(naive)
+    grads_fused = torch.autograd.grad(fused, (a, proj, weights), g)
+    grads_naive = torch.autograd.grad(naive, (a, proj, weights), g)
+    for got, want in zip(grads_fused, grads_naive, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("n_classes", [None, 3])
+def test__mix_labels__equals_weighted_sum_of_label_embeddings(n_classes) -> None:
+    torch.manual_seed(0)
+    model = TabR(TabRConfig(n_num_features=2, n_classes=n_classes, d_main=8))
+    weights = torch.rand(4, 6)
+    context_y = torch.randn(4, 6) if n_classes is None else torch.randint(0, 3, (4, 6))
+    naive = (weights[:, :, None] * model.embed_labels(context_y)).sum(1)  # (B, D)
+    torch.testing.assert_close(model.mix_labels(weights, context_y), naive)
 
 
 @pytest.mark.parametrize("memory_efficient", [False, True])
