@@ -56,6 +56,8 @@ def _task_section(task: str) -> list[str]:
         lines += ["Validation over the campaign (learning curve):", "", "| step | datasets seen | mean |", "|---|---|---|"]
         lines += [f"| {r.step:,} | {r.datasets_seen:,} | {r.mean:.4f} |" for r in val.itertuples()]
         lines += [""]
+    if (state / "HISTORY.md").is_file():
+        lines += ["Changes over the campaign:", "", (state / "HISTORY.md").read_text().strip(), ""]
     if (state / "loss_curve.png").is_file():
         lines += [f"![loss curve](../../checkpoints/pretrain/{task}/loss_curve.png)", ""]
     return lines

@@ -21,7 +21,6 @@ it would have seen without the interruption.
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -174,16 +173,17 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         return {k: handle.get_tensor(k).float() if handle.get_tensor(k).is_floating_point() else handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
 
 
-def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
     """Load committed weights into a network that may have gained parameters since (a new option in
     the resumed run's ``--model``): the new ones keep their initialisation, which every such option
     chooses so that the network starts out computing what the old one did. Weights the network
-    lacks, or of the wrong shape, are an error."""
+    lacks, or of the wrong shape, are an error. Returns the names of the new parameters."""
     result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
         raise RuntimeError(f"the state holds weights this network lacks: {result.unexpected_keys[:5]}")
     if result.missing_keys:
         logger.warning("new parameters, initialised afresh: %s", ", ".join(result.missing_keys))
+    return list(result.missing_keys)
 
 
 def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
@@ -249,10 +249,13 @@ class Pretrainer:
     def _resume(self) -> None:
         full = self.out / "state"
         if (full / "progress.json").is_file():
-            self.model.load_state_dict(_load_weights(full / "model.safetensors"))
-            self.ema.load_state_dict(_load_weights(full / "ema.safetensors"))
-            self.optimizer.load_state_dict(torch.load(full / "optimizer.pt", map_location=self.device, weights_only=True))
+            new = _load_grown(self.model, _load_weights(full / "model.safetensors"))
+            _load_grown(self.ema, _load_weights(full / "ema.safetensors"))
             self.progress = Progress(**json.loads((full / "progress.json").read_text()))
+            if new:  # the optimizer's moments no longer match the parameters: warm them up again
+                self.resumed_at = self.progress.step
+            else:
+                self.optimizer.load_state_dict(torch.load(full / "optimizer.pt", map_location=self.device, weights_only=True))
             logger.info("resumed the full state of %s at step %d", self.out, self.progress.step)
         elif self.state_dir is not None and (self.state_dir / "progress.json").is_file():
             weights = _load_weights(self.state_dir / "ema.safetensors")
@@ -307,16 +310,14 @@ class Pretrainer:
     def validate(self) -> float | None:
         """Score the EMA weights on the fixed real datasets; ship them when they beat the shipped ones.
 
-        The weights are scored as they would ship (rounded to float16), so a score in the log is
-        the score of the file that would be written.
+        The weights are written as they would ship (float16) and scored as loaded back from that
+        file, exactly as the shipped file is scored, so a score in the log is the score of the
+        file that would ship, and equal weights can never look like an improvement.
         """
         if self.val_data_dir is None:
             return None
-        candidate = copy.deepcopy(self.ema).eval()
-        with torch.no_grad():
-            for t in [*candidate.parameters(), *candidate.buffers()]:
-                if t.is_floating_point():
-                    t.copy_(t.to(torch.float16))
+        candidate_file = save_checkpoint(self.out / "candidate.safetensors", self.ema)
+        candidate = load_checkpoint(candidate_file, device=self.device)
         scores = evaluate_on_real_data(candidate, self.config.task, self.val_data_dir)
         mean = float(np.mean(list(scores.values())))
         row = {"step": self.progress.step, "datasets_seen": self.progress.datasets_seen, "mean": round(mean, 5)}
@@ -332,10 +333,10 @@ class Pretrainer:
                 # Scored again now rather than read from its card: the inference code may have
                 # changed since it was shipped, and only the same code makes the two comparable.
                 shipped_scores = evaluate_on_real_data(load_checkpoint(target), self.config.task, self.val_data_dir)
-                shipped = round(float(np.mean(list(shipped_scores.values()))), 5)
+                shipped = float(np.mean(list(shipped_scores.values())))
             if shipped is None or mean > shipped:
                 save_checkpoint(target, candidate, card=self.model_card(scores, mean))
-                logger.info("shipped %s (validation %.4f > %s)", target, mean, shipped)
+                logger.info("shipped %s (validation %.5f > %s)", target, mean, "none" if shipped is None else f"{shipped:.5f}")
         return mean
 
     def model_card(self, scores: dict[str, float], mean: float) -> dict[str, Any]:

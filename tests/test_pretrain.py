@@ -170,3 +170,16 @@ def test__validate__ships_only_weights_that_beat_the_shipped_ones_scored_now(tmp
     assert len(rows) == 1 + 3
     newest = float(rows[-1].split(",")[2])
     assert (target.read_bytes() != shipped_before) == (newest > round(first, 5))
+
+
+def test__cli_resume__model_option_adds_to_the_recorded_network_options(tmp_path: Path) -> None:
+    from tabfm.cli import main
+
+    tiny = {**TINY_MODEL, "attention": {"kind": "full", "n_heads": 2}}
+    common = ["pretrain", "--task", "classification", "--recipe", "smoke", "--out", str(tmp_path / "run"),
+              "--batch-size", "2", "--num-workers", "0", "--no-progress"]
+    assert main([*common, "--max-steps", "1", "--model", json.dumps(tiny)]) == 0
+    assert main([*common, "--max-steps", "2", "--resume", "--model", '{"column_labels": true}']) == 0
+    recorded = json.loads((tmp_path / "run" / "state" / "config.json").read_text())["model"]
+    assert recorded["attention"]["kind"] == "full" and recorded["column_labels"] is True
+    assert recorded["d_model"] == TINY_MODEL["d_model"]

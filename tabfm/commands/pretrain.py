@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
                 # A resumed run keeps its recorded configuration; flags given now override it.
                 recorded = json.loads(candidate.read_text())
                 recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
+                if "model" in overrides:  # network options given now add to the recorded ones
+                    overrides["model"] = {**recorded.get("model", {}), **overrides["model"]}
                 config = PretrainConfig(**{**recorded, **overrides})
                 break
     trainer = Pretrainer(
