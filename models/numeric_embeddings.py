@@ -48,10 +48,12 @@ def compute_quantile_bins(x: Tensor, *, n_bins: int = 48) -> list[Tensor]:
         if column.numel() == 0:
             bins.append(torch.tensor([0.0, 1.0]))
             continue
-        edges = torch.unique(torch.quantile(column, levels))  # sorted, ties merged
+        # Ties are merged after the cast to float32: two close float64 quantiles can round to the
+        # same float32 value, which would make an empty bin.
+        edges = torch.unique(torch.quantile(column, levels).float())  # sorted, ties merged
         if edges.numel() < 2:
             edges = torch.cat([edges, edges + 1.0])
-        bins.append(edges.float())
+        bins.append(edges)
     return bins
 
 

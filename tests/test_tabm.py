@@ -55,6 +55,14 @@ def test__quantile_bins__ties_and_constant_columns__valid_increasing_edges() -> 
     assert bins[2].tolist() == [2.0, 3.0]  # NaN ignored, then constant
 
 
+def test__quantile_bins__float64_quantiles_equal_in_float32__edges_still_increasing() -> None:
+    # 0.3928308 and 0.3928308 + 1e-9 differ in float64 but are one float32 value.
+    x = torch.tensor([0.0, 0.3928308, 0.3928308 + 1e-9, 1.0], dtype=torch.float64).repeat(5)
+    bins = compute_quantile_bins(x[:, None], n_bins=19)
+    assert bins[0].dtype == torch.float32 and bool((bins[0].diff() > 0).all())
+    PiecewiseLinearEmbeddings(bins, d_embedding=2)  # accepts the edges
+
+
 def test__ple_embeddings__start_linear__ple_weight_zero() -> None:
     emb = PiecewiseLinearEmbeddings(
         compute_quantile_bins(torch.randn(50, 3), n_bins=4), d_embedding=5
