@@ -7,7 +7,9 @@ sessions. The same datasets also appear in the full benchmark, which the model c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,15 +38,17 @@ def load_split(data_dir: Path, name: str, task: str, seed: int = 0) -> tuple[pd.
     return X_train[:MAX_TRAIN_ROWS], X_test[:MAX_TEST_ROWS], y_train[:MAX_TRAIN_ROWS], y_test[:MAX_TEST_ROWS]
 
 
-def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> dict[str, float]:
-    """ROC-AUC (one-vs-rest macro) or R² of ``network`` on each validation dataset."""
-    from tabfm.icl import TabFMClassifier, TabFMRegressor
+def score_estimator(make_estimator: Callable[[], Any], task: str, data_dir: str | Path) -> dict[str, float]:
+    """ROC-AUC (one-vs-rest macro) or R² of a fresh ``make_estimator()`` on each validation dataset.
 
+    Any scikit-learn estimator works, so a reference such as LightGBM is scored on exactly the
+    splits the checkpoints are selected on.
+    """
     scores = {}
     for name in VALIDATION_DATASETS[task]:
         X_train, X_test, y_train, y_test = load_split(Path(data_dir), name, task)
+        model = make_estimator().fit(X_train, y_train)
         if task == "classification":
-            model = TabFMClassifier(checkpoint=network, n_estimators=1, device="cpu").fit(X_train, y_train)
             proba = model.predict_proba(X_test)
             present = np.isin(model.classes_, y_test)
             if len(model.classes_) == 2:
@@ -53,6 +57,13 @@ def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> d
                 proba = proba[:, present] / proba[:, present].sum(axis=1, keepdims=True)
                 scores[name] = float(roc_auc_score(y_test, proba, multi_class="ovr", labels=model.classes_[present]))
         else:
-            model = TabFMRegressor(checkpoint=network, n_estimators=1, device="cpu").fit(X_train, y_train)
             scores[name] = float(r2_score(y_test, model.predict(X_test)))
     return scores
+
+
+def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> dict[str, float]:
+    """Validation scores of an in-context ``network`` (one ensemble member, on the CPU)."""
+    from tabfm.icl import TabFMClassifier, TabFMRegressor
+
+    cls = TabFMClassifier if task == "classification" else TabFMRegressor
+    return score_estimator(lambda: cls(checkpoint=network, n_estimators=1, device="cpu"), task, data_dir)

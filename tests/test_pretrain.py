@@ -183,3 +183,16 @@ def test__cli_resume__model_option_adds_to_the_recorded_network_options(tmp_path
     recorded = json.loads((tmp_path / "run" / "state" / "config.json").read_text())["model"]
     assert recorded["attention"]["kind"] == "full" and recorded["column_labels"] is True
     assert recorded["d_model"] == TINY_MODEL["d_model"]
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="needs ../shared/datasets beside the repository")
+def test__score_estimator__constant_predictions__chance_auc_and_zero_r2() -> None:
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    from tabfm.validation import VALIDATION_DATASETS, score_estimator
+
+    auc = score_estimator(lambda: DummyClassifier(strategy="prior"), "classification", REAL_DATA)
+    assert list(auc) == VALIDATION_DATASETS["classification"]
+    assert all(v == pytest.approx(0.5) for v in auc.values())
+    r2 = score_estimator(DummyRegressor, "regression", REAL_DATA)
+    assert all(-0.2 < v <= 0.0 for v in r2.values())  # the training mean, scored on other rows
