@@ -41,6 +41,7 @@ from models.icl import ICLConfig, ICLTransformer
 from priors import BatchStream, PriorBatch
 from tabfm.checkpoint import card_path, load_checkpoint, save_checkpoint
 from tabfm.device import resolve_device
+from tabfm.validation import PROTOCOL as VALIDATION_PROTOCOL
 from tabfm.validation import VALIDATION_DATASETS, evaluate_on_real_data
 
 logger = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ class Pretrainer:
             },
             "validation": {
                 "metric": _metric(self.config.task),
-                "protocol": "n_estimators=1, seeded 70/30 split, at most 1,000 training and 500 test rows",
+                "protocol": VALIDATION_PROTOCOL,
                 "datasets": {k: round(v, 5) for k, v in scores.items()},
                 "mean": round(mean, 5),
             },
