@@ -167,7 +167,13 @@ def _busy_time(results: pd.DataFrame) -> str:
 
 
 def write_markdown(
-    path: Path, summary: pd.DataFrame, results: pd.DataFrame, *, command: str, notes: dict[str, str]
+    path: Path,
+    summary: pd.DataFrame,
+    results: pd.DataFrame,
+    *,
+    command: str,
+    notes: dict[str, str],
+    header: list[str] | None = None,
 ) -> None:
     """Write the summary, the per-dataset scores and the failures as a markdown page."""
     models = list(summary.index)
@@ -183,6 +189,7 @@ def write_markdown(
         f"- Date: {date}",
         f"- Rows: {len(results)} (dataset × model × seed), {len(errors)} with an error or skip",
         f"- Fit + predict time summed over rows: {_busy_time(results)}",
+        *(header or []),
         "",
         "## Per model",
         "",

@@ -232,6 +232,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch threads for the neural models (default: torch's own choice)")  # fmt: skip
     p.add_argument("--summary-only", action="store_true",
                    help="fit nothing: summarise (and plot) the rows already in --out")  # fmt: skip
+    p.add_argument("--tabfm-checkpoints", type=Path, default=None,
+                   help="folder with tabfm-<task>.safetensors for the tabfm model (default: the "
+                   "shipped ones); a frozen copy keeps a run on one checkpoint while pretraining "
+                   "ships new ones")  # fmt: skip
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.seeds < 1:
@@ -240,7 +244,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
     if args.max_train_rows is not None and args.max_train_rows < 2:
         p.error(f"--max-train-rows must be >= 2, got {args.max_train_rows}")
+    if args.tabfm_checkpoints is not None and not any(args.tabfm_checkpoints.glob("tabfm-*.safetensors")):
+        p.error(f"--tabfm-checkpoints: no tabfm-<task>.safetensors in {args.tabfm_checkpoints}")
     return args
+
+
+def tabfm_checkpoint_lines() -> list[str]:
+    """Which ICL checkpoints the tabfm rows of this invocation use (step, validation, file hash)."""
+    import hashlib
+
+    from tabfm.checkpoint import read_card, shipped_checkpoint
+
+    parts = []
+    for task in ("classification", "regression"):
+        path = shipped_checkpoint(task)
+        if not path.is_file():
+            continue
+        card = read_card(path)
+        steps = card.get("pretraining", {}).get("steps")
+        val = card.get("validation", {})
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        step_text = f"step {steps:,}" if isinstance(steps, int) else "step unknown"
+        val_text = f", validation {val['metric']} {val['mean']:.4f}" if "mean" in val else ""
+        parts.append(f"{task} {step_text}{val_text} (`{path.name}` sha256 {digest})")
+    return [f"- TabFM checkpoints of this invocation: {'; '.join(parts)}"] if parts else []
 
 
 def _split_list(text: str | None) -> list[str]:
@@ -259,6 +286,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     models = _split_list(args.models)
     if not models:
         raise ValueError("--models is empty")
+    if args.tabfm_checkpoints is not None:  # read by tabfm (and by spawned workers, which inherit it)
+        os.environ["TABFM_CHECKPOINT_DIR"] = str(args.tabfm_checkpoints.resolve())
     entries = list_datasets(args)
     seeds = list(range(args.seeds))
     if args.summary_only and not args.out.is_file():
@@ -337,7 +366,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     )
     command = "python -m benchmarks.run " + " ".join(shlex.quote(str(a)) for a in args.argv)
     if args.summary:
-        report.write_markdown(args.summary, summary, results, command=command, notes=notes)
+        header = tabfm_checkpoint_lines() if "tabfm" in models else []
+        report.write_markdown(args.summary, summary, results, command=command, notes=notes, header=header)
         print(f"summary written to {args.summary}")
     if args.plot:
         report.plot(results, models, args.plot)

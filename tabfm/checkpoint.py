@@ -27,8 +27,14 @@ CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
 
 def shipped_checkpoint(task: str) -> Path:
-    """Path of the pretrained checkpoint shipped in the package for ``task``."""
-    return CHECKPOINT_DIR / f"tabfm-{task}.safetensors"
+    """Path of the default checkpoint for ``task``: the one shipped in the package.
+
+    The environment variable ``TABFM_CHECKPOINT_DIR`` points the default elsewhere (a folder
+    holding ``tabfm-<task>.safetensors``), for example a frozen copy that a benchmark keeps using
+    while a pretraining run replaces the shipped files.
+    """
+    folder = os.environ.get("TABFM_CHECKPOINT_DIR")
+    return (Path(folder) if folder else CHECKPOINT_DIR) / f"tabfm-{task}.safetensors"
 
 
 def card_path(path: str | Path) -> Path:

@@ -207,3 +207,47 @@ def test_evaluate__torch_threads__sets_torch_threads(monkeypatch):
     split = bdata.Split(X[:30], X[30:], y[:30], y[30:])
     brun.evaluate("linear", "binary", 0, split, 2, 1)
     assert seen == [1]
+
+
+def _tiny_checkpoints(folder: Path) -> Path:
+    import torch
+
+    from models.icl import ICLConfig, ICLTransformer
+    from tabfm.checkpoint import save_checkpoint
+
+    folder.mkdir()
+    torch.manual_seed(0)
+    tiny = {"d_model": 16, "d_cell": 8, "d_cell_ffn": 16, "n_cell_heads": 2, "n_col_inducing": 4, "n_row_blocks": 1,
+            "n_cls": 2, "n_icl_blocks": 1, "d_ffn": 32, "n_thinking_rows": 2, "attention": {"kind": "full", "n_heads": 2}}  # fmt: skip
+    for task, n_out, step in (("classification", 10, 123), ("regression", 16, 456)):
+        card = {"pretraining": {"steps": step}, "validation": {"metric": "score", "mean": 0.5}}
+        net = ICLTransformer(ICLConfig(task=task, n_outputs=n_out, **tiny))
+        save_checkpoint(folder / f"tabfm-{task}.safetensors", net, card=card, dtype=torch.float32)
+    return folder
+
+
+def test_run__tabfm_checkpoints__rows_use_them_and_summary_names_them(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TABFM_CHECKPOINT_DIR", "")  # empty means the shipped files; restored after the run sets it
+    folder = _tiny_checkpoints(tmp_path / "frozen")
+    out, summary = tmp_path / "results.csv", tmp_path / "s.md"
+    argv = _argv(tiny_dir, out, "tabfm", "--tabfm-checkpoints", str(folder), "--summary", str(summary))
+    assert brun.main(argv) == 0
+    rows = pd.read_csv(out)
+    assert rows["error"].isna().all(), rows["error"].tolist()
+    text = summary.read_text()
+    assert "classification step 123" in text and "regression step 456" in text
+    from tabfm import TabFMRegressor
+
+    # The rows came from the frozen folder: the same fit on the tiny network scores what the CSV says.
+    split = bdata.make_split(bdata.local_datasets(tiny_dir, ["tiny_regression"])[0].load(), 0, max_train_rows=50)
+    reg = TabFMRegressor(random_state=0, checkpoint=folder / "tabfm-regression.safetensors")
+    pred = reg.fit(split.X_train, split.y_train).predict(split.X_test)
+    expected = brun.regression_metrics(split.y_test, pred)["r2"]
+    got = rows[(rows.dataset == "tiny_regression") & (rows.seed == 0)]["r2"].item()
+    assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_parse_args__tabfm_checkpoints_without_files__exits_with_usage_error(tiny_dir, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        brun.parse_args(_argv(tiny_dir, tmp_path / "r.csv", "tabfm", "--tabfm-checkpoints", str(tmp_path)))
+    assert info.value.code == 2

@@ -94,3 +94,10 @@ def test__readme__python_blocks__run_as_written() -> None:
     assert blocks, "the README has no Python example"
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+
+
+def test__shipped_checkpoint__environment_folder__points_the_default_there(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TABFM_CHECKPOINT_DIR", str(tmp_path))
+    assert shipped_checkpoint("regression") == tmp_path / "tabfm-regression.safetensors"
+    monkeypatch.setenv("TABFM_CHECKPOINT_DIR", "")
+    assert shipped_checkpoint("regression").parent.name == "checkpoints"
