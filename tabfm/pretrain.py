@@ -179,6 +179,13 @@ def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> lis
     the resumed run's ``--model``): the new ones keep their initialisation, which every such option
     chooses so that the network starts out computing what the old one did. Weights the network
     lacks, or of the wrong shape, are an error. Returns the names of the new parameters."""
+    own = model.state_dict()
+    # Switching a run from inducing to exact in-context attention keeps every projection; only the
+    # learned inducing queries, which exact attention has no use for, are left behind.
+    dropped = [k for k in weights if k.endswith(".inducing") and k not in own]
+    if dropped:
+        logger.warning("exact attention: the state's inducing queries are not used: %s", ", ".join(dropped))
+        weights = {k: v for k, v in weights.items() if k not in dropped}
     result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
         raise RuntimeError(f"the state holds weights this network lacks: {result.unexpected_keys[:5]}")

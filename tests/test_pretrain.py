@@ -113,6 +113,19 @@ def test__pretrainer__resume_with_a_new_model_option__old_weights_kept_new_ones_
         Pretrainer(_config(), tmp_path / "shrunk", resume=True, state_dir=state_dir)
 
 
+def test__pretrainer__resume_inducing_state_with_exact_attention__projections_kept(tmp_path: Path) -> None:
+    state_dir = tmp_path / "committed"
+    Pretrainer(_config("regression"), tmp_path / "run", state_dir=state_dir).train(max_steps=2, progress_bar=False)
+    exact = _config("regression", model={**TINY_MODEL, "attention": {"kind": "full", "n_heads": 2}})
+    resumed = Pretrainer(exact, tmp_path / "exact", resume=True, state_dir=state_dir)
+    old = load_checkpoint(state_dir / "ema.safetensors").state_dict()
+    new = resumed.ema.state_dict()
+    assert {k for k in old if k not in new} == {"blocks.0.attn.inducing"}
+    assert set(new) <= set(old)
+    for name, value in new.items():
+        torch.testing.assert_close(value, old[name], msg=name)
+
+
 def test__regression_loss__near_constant_training_target__bounded(tmp_path: Path) -> None:
     """A training target with almost no spread must not explode the loss (seen at 4e12)."""
     torch.manual_seed(0)
