@@ -105,3 +105,32 @@ def test_apply_rope__rotation__preserves_norm():
 def test_attention_config__bad_kind__raises():
     with pytest.raises(ValueError, match="kind"):
         AttentionConfig(kind="linear")  # type: ignore[arg-type]
+
+
+def test_attention_config__length_scale__one_up_to_ref_then_log_ratio():
+    config = AttentionConfig(kind="full", length_scale_ref=128)
+    assert config.length_scale(100) == 1.0 and config.length_scale(128) == 1.0
+    assert config.length_scale(128**2) == pytest.approx(2.0)
+    assert AttentionConfig(kind="full").length_scale(10**6) == 1.0
+    with pytest.raises(ValueError, match="length_scale_ref"):
+        AttentionConfig(length_scale_ref=1)
+
+
+@pytest.mark.parametrize("kind", ["full", "inducing"])
+def test_context_attention__length_scale__equals_attention_with_scaled_logits(kind):
+    torch.manual_seed(3)
+    plain = ContextAttention(d_model=16, config=AttentionConfig(kind=kind, n_heads=2, n_inducing=4))
+    scaled = ContextAttention(d_model=16, config=AttentionConfig(kind=kind, n_heads=2, n_inducing=4, length_scale_ref=8))
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 16)
+    short = torch.randn(2, 8, 16)  # up to the reference length nothing changes
+    torch.testing.assert_close(scaled(x, short), plain(x, short))
+    # 64 context rows: every logit of the softmax over them doubles (ln 64 / ln 8 = 2), which is
+    # what doubling the queries of that softmax does.
+    x_ctx = torch.randn(2, 64, 16)
+    if kind == "full":
+        plain.mha.q_proj.weight.data *= 2
+        plain.mha.q_proj.bias.data *= 2
+    else:
+        plain.inducing.data *= 2
+    torch.testing.assert_close(scaled(x, x_ctx), plain(x, x_ctx), atol=1e-5, rtol=1e-5)

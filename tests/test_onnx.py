@@ -34,10 +34,12 @@ TINY_ICL = {
 PER_DATASET = {"max_epochs": 2, "random_state": 0, "device": "cpu"}
 
 
-def _tiny_checkpoint(directory: Path, task: str, n_outputs: int, kind: str = "inducing") -> Path:
+def _tiny_checkpoint(directory: Path, task: str, n_outputs: int, kind: str = "inducing", length_scale_ref: int | None = None) -> Path:
     torch.manual_seed(0)
-    config = ICLConfig(task=task, n_outputs=n_outputs, attention={"kind": kind, "n_heads": 2, "n_inducing": 4}, **TINY_ICL)
-    return save_checkpoint(directory / f"tiny-{task}-{n_outputs}-{kind}.safetensors", ICLTransformer(config), dtype=torch.float32)
+    attention = {"kind": kind, "n_heads": 2, "n_inducing": 4, "length_scale_ref": length_scale_ref}
+    config = ICLConfig(task=task, n_outputs=n_outputs, attention=attention, **TINY_ICL)
+    name = f"tiny-{task}-{n_outputs}-{kind}-{length_scale_ref}.safetensors"
+    return save_checkpoint(directory / name, ICLTransformer(config), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "classification": _tiny_checkpoint(directory, "classification", 10),
         "classification-3": _tiny_checkpoint(directory, "classification", 3),
         "classification-full": _tiny_checkpoint(directory, "classification", 10, kind="full"),
+        # 160 training rows + 2 thinking rows > 16: the scalable softmax is active.
+        "classification-full-scaled": _tiny_checkpoint(directory, "classification", 10, kind="full", length_scale_ref=16),
+        "regression-scaled": _tiny_checkpoint(directory, "regression", 16, length_scale_ref=16),
         "regression": _tiny_checkpoint(directory, "regression", 16),
     }
 
@@ -228,10 +233,19 @@ def test__tabfm_classifier__more_classes_than_outputs__equals_torch(checkpoints:
     np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
 
 
-def test__tabfm_full_attention__export__equals_torch(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
-    est = TabFMClassifier(checkpoint=checkpoints["classification-full"], n_estimators=2, device="cpu").fit(data["X"], data["y_cls"])
+@pytest.mark.parametrize("name", ["classification-full", "classification-full-scaled"])
+def test__tabfm_full_attention__export__equals_torch(name: str, checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+    est = TabFMClassifier(checkpoint=checkpoints[name], n_estimators=2, device="cpu").fit(data["X"], data["y_cls"])
     predictor = OnnxPredictor(est.to_onnx(tmp_path / "full.onnx"))
     np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
+
+
+def test__tabfm_regressor_length_scale__export__equals_torch(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+    est = TabFMRegressor(checkpoint=checkpoints["regression-scaled"], n_estimators=2, device="cpu").fit(data["X"], data["y_reg"])
+    plain = TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=2, device="cpu").fit(data["X"], data["y_reg"])
+    assert np.abs(est.predict(data["X_test"]) - plain.predict(data["X_test"])).max() > 1e-6  # the scale is active
+    predictor = OnnxPredictor(est.to_onnx(tmp_path / "reg.onnx"))
+    np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
 
 
 @pytest.mark.parametrize("kind", ["numeric", "categorical"])
