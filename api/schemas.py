@@ -28,7 +28,12 @@ class TabFMParams(_Params):
     """Parameters of a TabFM model."""
 
     n_estimators: int = Field(4, ge=1, le=16)
-    softmax_temperature: float = Field(0.9, gt=0.0, le=10.0)
+    softmax_temperature: float = Field(
+        0.9, gt=0.0, le=10.0, description="default 0.9 for classification, 1.0 for regression"
+    )
+    numeric_transform: Literal["mixed", "none", "quantile"] = Field(
+        "mixed", description="default 'mixed' for classification, 'none' for regression"
+    )
     max_context_rows: int | None = Field(10_000, ge=2, le=100_000)
     max_features: int | None = Field(50, ge=1, le=500)
 

@@ -248,6 +248,14 @@ def test__tabfm_regressor_length_scale__export__equals_torch(checkpoints: dict[s
     np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
 
 
+def test__tabfm_regressor_mixed_transform__export__equals_torch(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+    est = TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=2, numeric_transform="mixed", device="cpu")
+    est.fit(data["X"], data["y_reg"])
+    assert [m.quantile for m in est.members_] == [False, True]
+    predictor = OnnxPredictor(est.to_onnx(tmp_path / "mixed.onnx"))
+    np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
+
+
 @pytest.mark.parametrize("kind", ["numeric", "categorical"])
 def test__numpy_table_of_one_kind__every_family__equals_torch(kind: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
     rng = np.random.default_rng(0)

@@ -141,10 +141,36 @@ def test__checkpoint__float16_roundtrip__same_config_close_weights(tmp_path: Pat
         torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3, msg=name)
 
 
-@pytest.mark.parametrize("bad", [{"n_estimators": 0}, {"softmax_temperature": -1.0}])
+@pytest.mark.parametrize("bad", [{"n_estimators": 0}, {"softmax_temperature": -1.0}, {"numeric_transform": "log"}])
 def test__classifier__bad_parameters__error_names_them(cls_ckpt: Path, bad: dict) -> None:
     with pytest.raises(TabFMValidationError, match=next(iter(bad))):
         TabFMClassifier(checkpoint=cls_ckpt, **bad).fit(np.eye(3), [0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    ("cls", "transform", "expected"),
+    [
+        (TabFMClassifier, None, [False, True, False, True]),  # the classifier's default: mixed
+        (TabFMRegressor, None, [False] * 4),  # the regressor's default: raw values
+        (TabFMRegressor, "mixed", [False, True, False, True]),
+        (TabFMRegressor, "quantile", [True] * 4),
+    ],
+)
+def test__numeric_transform__members_use_the_quantile_map_as_asked(cls: type, transform: str | None, expected: list[bool], cls_ckpt: Path, reg_ckpt: Path) -> None:
+    X, y = make_regression(n_samples=60, n_features=3, random_state=2)
+    X[:, 0] = np.exp(X[:, 0])  # skewed: the quantile map changes what the network sees
+    if cls is TabFMClassifier:
+        y, ckpt = (y > 0).astype(int), cls_ckpt
+    else:
+        ckpt = reg_ckpt
+    kwargs = {} if transform is None else {"numeric_transform": transform}
+    model = cls(checkpoint=ckpt, n_estimators=4, **kwargs).fit(X, y)
+    assert [m.quantile for m in model.members_] == expected
+    assert (model.scaler_ is not None) == any(expected)
+    if any(expected):  # a quantile member's context differs from the raw one of the same member
+        raw = cls(checkpoint=ckpt, n_estimators=4, numeric_transform="none").fit(X, y)
+        i = expected.index(True)
+        assert not torch.allclose(model.contexts_[i].high, raw.contexts_[i].high)
 
 
 def test__regressor__mean_median_quantiles__consistent(reg_ckpt: Path) -> None:
