@@ -240,6 +240,22 @@ class PostprocessSection:
     positive_prob: float
     scale: Dist
     shift: Dist
+    observed_target_prob: float
+
+
+@dataclass(frozen=True)
+class ObservedTargetSection:
+    """Targets computed from the observed columns (see :mod:`priors.observed_target`)."""
+
+    family: Dist
+    n_trees: Dist
+    depth: Dist
+    n_layers: Dist
+    width: Dist
+    activation: Dist
+    embedding_dim: Dist
+    column_fraction: Dist
+    all_categorical_prob: float
 
 
 @dataclass(frozen=True)
@@ -255,6 +271,7 @@ class Recipe:
     tree_scm: TreeSCMSection
     smooth: SmoothSection
     postprocess: PostprocessSection
+    observed_target: ObservedTargetSection
 
     def __hash__(self) -> int:  # dict fields are not hashable; the name and sections identify it
         return hash((self.name, tuple(sorted(self.mixture.items()))))
@@ -279,6 +296,8 @@ ACTIVATIONS = ("tanh", "relu", "identity", "sine", "step", "rbf", "abs", "square
                "leaky_relu")
 _ROOTS = ("normal", "uniform", "mixed")
 _MODES = ("quantile", "value", "argmax")
+_OBSERVED_FAMILIES = ("trees", "mlp")
+_OBSERVED_ACTIVATIONS = ("tanh", "relu")
 
 
 def _parse_weights(field: str, raw: Any, allowed: tuple[str, ...]) -> dict[str, float]:
@@ -358,6 +377,7 @@ def recipe_from_dict(raw: dict[str, Any], *, name: str = "custom") -> Recipe:
         "shape": ShapeSection, "classification": ClassificationSection,
         "regression": RegressionSection, "mlp_scm": MLPSCMSection, "tree_scm": TreeSCMSection,
         "smooth": SmoothSection, "postprocess": PostprocessSection,
+        "observed_target": ObservedTargetSection,
     }
     unknown = set(raw) - set(sections) - {"mixture", "extends"}
     if unknown:
@@ -414,8 +434,18 @@ def _validate(r: Recipe) -> None:
     _check_range("postprocess.categorical_levels", p.categorical_levels, 2, 1000)
     _check_range("postprocess.scale", p.scale, 1e-12, 1e12)
     for f in ("outlier_prob", "categorical_prob", "categorical_ordered_prob", "missing_prob",
-              "missing_mnar_prob", "positive_prob"):
+              "missing_mnar_prob", "positive_prob", "observed_target_prob"):
         _check_probability(f"postprocess.{f}", getattr(p, f))
+    o = r.observed_target
+    _check_names("observed_target.family", o.family, _OBSERVED_FAMILIES)
+    _check_names("observed_target.activation", o.activation, _OBSERVED_ACTIVATIONS)
+    _check_range("observed_target.n_trees", o.n_trees, 1, 256)
+    _check_range("observed_target.depth", o.depth, 1, 12)
+    _check_range("observed_target.n_layers", o.n_layers, 1, 16)
+    _check_range("observed_target.width", o.width, 1, 4096)
+    _check_range("observed_target.embedding_dim", o.embedding_dim, 1, 64)
+    _check_range("observed_target.column_fraction", o.column_fraction, 0, 1)
+    _check_probability("observed_target.all_categorical_prob", o.all_categorical_prob)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

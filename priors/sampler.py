@@ -2,7 +2,10 @@
 
 A dataset is drawn in three steps: a family by the recipe's mixture weights and its
 hyper-configuration from the family's section; latent features and target(s) from the family;
-then the shared post-processing (see :mod:`priors.postprocess`). Degenerate draws (one class
+then the shared post-processing (see :mod:`priors.postprocess`). With probability
+``postprocess.observed_target_prob`` the latent target is replaced by a random function of the
+observed informative columns, categorised first (see :mod:`priors.observed_target`): rule-like
+targets of nominal levels, which latent SCM targets almost never are. Degenerate draws (one class
 left, a constant target, non-finite values) are redrawn from the same generator, so the result is
 still a pure function of the seed.
 """
@@ -14,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from priors import mlp_scm, smooth, tree_scm
+from priors import mlp_scm, observed_target, smooth, tree_scm
 from priors import postprocess as pp
-from priors.recipe import Recipe, load_recipe
+from priors.recipe import PostprocessSection, Recipe, load_recipe
 
 FAMILY_MODULES = {"mlp_scm": mlp_scm, "tree_scm": tree_scm, "smooth": smooth}
 TASKS = ("classification", "regression")
@@ -84,6 +87,26 @@ def sample_dataset(
     )
 
 
+def _choose_categorical(
+    rng: np.random.Generator, post: PostprocessSection, n_features: int,
+    all_prob: float | None = None,
+) -> np.ndarray:
+    """Which columns are categorical; with ``all_prob`` (observed targets) every column may be."""
+    categorical = np.zeros(n_features, bool)
+    if rng.random() < post.categorical_prob:
+        if all_prob is not None and rng.random() < all_prob:
+            categorical[:] = True
+            return categorical
+        n_cat = pp.stochastic_round(rng, post.categorical_fraction.sample(rng) * n_features)
+        categorical[rng.choice(n_features, min(n_cat, n_features), replace=False)] = True
+    return categorical
+
+
+def _categorize(rng: np.random.Generator, post: PostprocessSection, v: np.ndarray) -> np.ndarray:
+    return pp.categorize(rng, v, int(post.categorical_levels.sample(rng)),
+                         bool(rng.random() < post.categorical_ordered_prob))
+
+
 def _sample_once(
     rng: np.random.Generator, recipe: Recipe, task: str, n_rows: int, n_features: int,
     n_train: int | None, family: str | None,
@@ -92,6 +115,8 @@ def _sample_once(
     family = family or choose_family(rng, recipe)
     module = FAMILY_MODULES[family]
     cfg = module.sample_config(rng, getattr(recipe, family))
+    # No draw at probability 0: recipes without observed targets keep their exact random stream.
+    observed = post.observed_target_prob > 0 and bool(rng.random() < post.observed_target_prob)
 
     # Column plan: informative columns from the family, plus noise columns and copies.
     n_irr = min(pp.stochastic_round(rng, post.irrelevant_fraction.sample(rng) * n_features),
@@ -109,11 +134,25 @@ def _sample_once(
     else:
         n_targets = 1
     x, t = module.generate(rng, cfg, n_rows, n_inf, n_targets)
-    x, _ = pp.add_irrelevant_and_duplicates(rng, x, n_irr, n_dup)
+    x, kind = pp.add_irrelevant_and_duplicates(rng, x, n_irr, n_dup)
     x = pp.warp_features(rng, x, float(post.warp_prob.sample(rng)))
     outlier_rate = float(post.outlier_rate.sample(rng)) if rng.random() < post.outlier_prob else 0.0
     if outlier_rate > 0:
         x = pp.add_outliers(rng, x, outlier_rate)
+
+    if observed:
+        # Categorical columns first, then the target as a function of the observed columns.
+        categorical = _choose_categorical(rng, post, n_features,
+                                          recipe.observed_target.all_categorical_prob)
+        for j in np.flatnonzero(categorical):
+            x[:, j] = _categorize(rng, post, x[:, j])
+        ocfg = observed_target.sample_config(rng, recipe.observed_target)
+        t, info = observed_target.observed_target(rng, x, categorical, np.flatnonzero(kind == 0),
+                                                  n_targets, ocfg)
+        meta.update(target_from="observed",
+                    observed_target={**dataclasses.asdict(ocfg), **info})
+    else:
+        meta["target_from"] = "scm"
 
     if task == "classification":
         imbalance = float(cls.imbalance.sample(rng))
@@ -135,16 +174,15 @@ def _sample_once(
             return None
         meta["n_classes"] = 0
 
-    # Categorical columns, then units for the numeric ones, then missing cells.
-    categorical = np.zeros(n_features, bool)
-    if rng.random() < post.categorical_prob:
-        n_cat = pp.stochastic_round(rng, post.categorical_fraction.sample(rng) * n_features)
-        categorical[rng.choice(n_features, min(n_cat, n_features), replace=False)] = True
+    # Categorical columns (already coded when the target was read from them), then units for the
+    # numeric ones, then missing cells.
+    if not observed:
+        categorical = _choose_categorical(rng, post, n_features)
     integer_prob = float(post.integer_prob.sample(rng))
     for j in range(n_features):
         if categorical[j]:
-            x[:, j] = pp.categorize(rng, x[:, j], int(post.categorical_levels.sample(rng)),
-                                    bool(rng.random() < post.categorical_ordered_prob))
+            if not observed:
+                x[:, j] = _categorize(rng, post, x[:, j])
         else:
             x[:, j] = pp.scale_numeric(
                 rng, x[:, j], scale=float(post.scale.sample(rng)), shift=float(post.shift.sample(rng)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ from priors import (
     sample_dataset,
     write_shards,
 )
+from priors.observed_target import ObservedTargetConfig, observed_target
 from priors.shards import step_seed
 
 SMOKE = load_recipe("smoke")
@@ -115,7 +117,7 @@ def test__sample_dataset__requested_rates__missing_and_categorical_fractions_mat
     recipe = load_recipe("smoke", overrides={"postprocess": {
         "missing_prob": 1.0, "missing_rate": 0.1, "categorical_prob": 1.0,
         "categorical_fraction": 0.3, "categorical_levels": {"dist": "int_uniform", "low": 2, "high": 5},
-    }})
+    }, "observed_target": {"all_categorical_prob": 0.0}})  # all-categorical tables would raise the rate
     missing, categorical = [], []
     for seed in range(120):
         x, _, cat, _ = sample_dataset(recipe, "classification", n_rows=64, n_features=10, seed=seed)
@@ -167,6 +169,108 @@ def test__sample_dataset__default_recipe__features_carry_signal():
     assert related >= 14
 
 
+def _digest(recipe) -> str:
+    h = hashlib.sha256()
+    for task in ("classification", "regression"):
+        for seed in range(8):
+            x, y, cat, _ = sample_dataset(recipe, task, n_rows=64, n_features=7, seed=seed,
+                                          n_train=40 if task == "classification" else None)
+            for a in (np.nan_to_num(x, nan=-7.0), y, cat):
+                h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def test__sample_dataset__observed_target_prob_0__same_datasets_as_before_observed_targets():
+    """At probability 0 the sampler draws no extra random number: these digests were taken from
+    the sampler before observed targets existed (numpy 2 on x86-64)."""
+    off = {"postprocess": {"observed_target_prob": 0.0}}
+    assert _digest(load_recipe("smoke", overrides=off)) == (
+        "5bf8020edb12f48fb00e77763bb7e20145f7c31691ebbe4bbcae5c54b4e3437e")
+    assert _digest(load_recipe("default", overrides=off)) == (
+        "f411d67efbda36f8f6f09ead09e7cc49206735c31f89b717fc1316210b675433")
+
+
+def _observed_cfg(family: str, **kw) -> ObservedTargetConfig:
+    base = dict(family=family, n_trees=4, depth=4, n_layers=2, width=8, activation="tanh",
+                embedding_dim=3, column_fraction=1.0)
+    return ObservedTargetConfig(**{**base, **kw})
+
+
+def _observed_table(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Columns: two categorical (3 and 4 levels), one numeric with few values, one noise column."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    x = np.column_stack([rng.integers(0, 3, n), rng.integers(0, 4, n), rng.integers(0, 3, n) * 0.7,
+                         rng.standard_normal(n)]).astype(float)
+    return x, np.array([True, True, False, False])
+
+
+@pytest.mark.parametrize("family", ["trees", "mlp"])
+def test__observed_target__identical_informative_values__identical_targets(family):
+    x, cat = _observed_table()
+    t, info = observed_target(np.random.default_rng(1), x, cat, np.array([0, 1, 2]), 3,
+                              _observed_cfg(family))
+    assert t.shape == (300, 3) and np.isfinite(t).all() and info["columns"] == [0, 1, 2]
+    _, group = np.unique(x[:, :3], axis=0, return_inverse=True)
+    assert group.max() > 5  # repeated combinations, differing in the noise column
+    for g in range(group.max() + 1):
+        rows = t[group.ravel() == g]
+        assert np.array_equal(rows, np.broadcast_to(rows[0], rows.shape))
+    assert np.unique(t[:, 0]).size > 2  # and the target is not constant
+
+
+@pytest.mark.parametrize("family", ["trees", "mlp"])
+def test__observed_target__irrelevant_column_changed__same_targets(family):
+    x, cat = _observed_table()
+    changed = x.copy()
+    changed[:, 3] = np.random.default_rng(9).integers(0, 7, 300)  # new values and a new level count
+    cfg = _observed_cfg(family)
+    t, _ = observed_target(np.random.default_rng(2), x, cat, np.array([0, 1, 2]), 1, cfg)
+    cat_changed = cat.copy()
+    cat_changed[3] = True
+    u, _ = observed_target(np.random.default_rng(2), changed, cat_changed, np.array([0, 1, 2]), 1, cfg)
+    assert np.array_equal(t, u)
+
+
+def test__observed_target__trees_on_one_categorical__level_groups_ignore_code_order():
+    """Nominal levels: trees that split an embedding put levels far apart in code order into one
+    leaf; splits on the codes themselves would only ever group runs of adjacent codes."""
+    x = np.repeat(np.arange(8.0), 10)[:, None]  # (80, 1): 8 levels, 10 rows each
+    scattered = 0
+    for seed in range(30):
+        t, _ = observed_target(np.random.default_rng(seed), x, np.array([True]), np.array([0]), 1,
+                               _observed_cfg("trees", n_trees=1, depth=2))
+        per_level = t[::10, 0]  # (8,) one target per level, in code order
+        for value in np.unique(per_level):
+            codes = np.flatnonzero(per_level == value)
+            scattered += bool(codes.max() - codes.min() + 1 > codes.size)
+    assert scattered >= 10
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__sample_dataset__observed_target_prob_1__valid_datasets(task):
+    recipe = load_recipe("smoke", overrides={"postprocess": {"observed_target_prob": 1.0}})
+    families, all_categorical = set(), 0
+    for seed in range(16):
+        n_train = 40 if task == "classification" else None
+        x, y, cat, meta = sample_dataset(recipe, task, n_rows=64, n_features=6, seed=seed,
+                                         n_train=n_train)
+        assert meta["target_from"] == "observed"
+        families.add(meta["observed_target"]["family"])
+        assert x.shape == (64, 6) and x.dtype == np.float32 and cat.shape == (6,)
+        assert not np.isinf(x).any() and np.isfinite(y).all() and y.shape == (64,)
+        codes = x[:, cat][~np.isnan(x[:, cat])]
+        assert np.array_equal(codes, codes.round()) and (codes >= 0).all()
+        all_categorical += bool(cat.all())
+        if task == "classification":
+            assert y.dtype == np.int64
+            assert np.array_equal(np.unique(y), np.arange(meta["n_classes"]))
+            assert set(y[:n_train]) == set(range(meta["n_classes"]))
+        else:
+            assert y.dtype == np.float32 and y.std() > 0
+    assert families == {"trees", "mlp"} and all_categorical >= 2
+
+
 def _write(tmp_path, text):
     path = tmp_path / "r.toml"
     path.write_text(text)
@@ -185,6 +289,11 @@ def _write(tmp_path, text):
         ('extends = "smoke"\n[mixture]\nforest = 1.0\n', "mixture.forest"),
         ('extends = "smoke"\n[tree_scm]\nroot = "cauchy"\n', "tree_scm.root"),
         ("[mixture]\nmlp_scm = 1.0\n", "[shape]"),
+        ('extends = "smoke"\n[postprocess]\nobserved_target_prob = 1.5\n',
+         "postprocess.observed_target_prob"),
+        ('extends = "smoke"\n[postprocess]\nobserved_target_prob = -0.1\n',
+         "postprocess.observed_target_prob"),
+        ('extends = "smoke"\n[observed_target]\nfamily = "forest"\n', "observed_target.family"),
     ],
 )
 def test__load_recipe__bad_field__error_names_it(tmp_path, text, field):
