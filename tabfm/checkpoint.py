@@ -94,6 +94,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ICL
         if int(metadata.get("format_version", "0")) > int(FORMAT_VERSION):
             raise TabFMValidationError(f"{path} was written by a newer tabfm (format version {metadata['format_version']})")
         state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - safe_open has no iterator
-    model = ICLTransformer(ICLConfig(**json.loads(metadata["config"])))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.to(device).eval()
+    return network_from_state(ICLConfig(**json.loads(metadata["config"])), state).to(device).eval()
+
+
+def network_from_state(config: ICLConfig, state: dict[str, torch.Tensor]) -> ICLTransformer:
+    """The network of ``config`` holding ``state`` (strictly: every parameter and buffer), in float32.
+
+    Built on the meta device and given the loaded tensors: initialising the parameters first would
+    be thrown away and took ~0.14 s per fit, a quarter of a default 1,000-row fit.
+    """
+    with torch.device("meta"):
+        model = ICLTransformer(config)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
+    return model

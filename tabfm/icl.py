@@ -24,7 +24,7 @@ import torch
 
 from models.icl import ICLContext, ICLTransformer
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
-from tabfm.checkpoint import load_checkpoint, read_card, shipped_checkpoint
+from tabfm.checkpoint import load_checkpoint, network_from_state, read_card, shipped_checkpoint
 from tabfm.errors import TabFMValidationError
 from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
 
@@ -182,8 +182,8 @@ class _TabFMBase(TabularEstimator):
     def _set_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         from models.icl import ICLConfig
 
-        network = ICLTransformer(ICLConfig(**meta["network"]))
-        network.load_state_dict({k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")})
+        state = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
+        network = network_from_state(ICLConfig(**meta["network"]), state)
         self.network_ = network.to(self.device_).eval()
         self.members_ = [Member.from_dict(m) for m in meta["members"]]
         self.X_train_ = tensors["X_train"].cpu().numpy()

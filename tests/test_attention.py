@@ -31,6 +31,17 @@ def test_attend__explicit_and_fused__agree_with_mask():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_self_attention__one_fused_projection__equals_separate_projections():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=8, n_heads=2)
+    x = torch.randn(3, 5, 6, 8)
+    mask = torch.rand(3, 5, 1, 1, 6) > 0.3
+    mask[..., 0] = True
+    fused = mha(x, x, key_mask=mask)  # the same tensor: q, k, v from one product
+    separate = mha(x, x.clone(), key_mask=mask)  # distinct tensors: the general path
+    torch.testing.assert_close(fused, separate, atol=1e-6, rtol=1e-5)
+
+
 def test_attend__masked_keys__do_not_influence_output():
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 6, 4), torch.randn(1, 2, 6, 4)
