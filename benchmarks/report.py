@@ -131,11 +131,15 @@ def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for pkg in ("scikit-learn", "lightgbm", "xgboost", "catboost"):
-        try:
-            out.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            pass
+    # XGBoost's CPU-only wheel is distributed as xgboost-cpu; either name is the same library.
+    for name, dists in (("scikit-learn", ("scikit-learn",)), ("lightgbm", ("lightgbm",)),
+                        ("xgboost", ("xgboost", "xgboost-cpu")), ("catboost", ("catboost",))):
+        for dist in dists:
+            try:
+                out.append(f"{name} {version(dist)}")
+                break
+            except PackageNotFoundError:
+                continue
     return ", ".join(out)
 
 
