@@ -21,10 +21,11 @@ Two layers of the network use attention between *sets*:
     computed per data partition and merged with a log-sum-exp.
 
 Both kinds compute ``softmax(q k^T / sqrt(d)) v`` with ``F.scaled_dot_product_attention`` when
-running eagerly over long key sets (fused, memory-efficient on CPU), and with an explicit matmul +
-softmax over short key sets (a row's features, a column's inducing points: on CPU the fused
-kernel's per-call overhead made it ~1.5x slower there) and while tracing or exporting to ONNX; the
-two give the same numbers.
+running eagerly (fused, memory-efficient on CPU) and with an explicit matmul + softmax while
+tracing or exporting to ONNX; the two give the same numbers. (The explicit path was ~1.5x faster
+on CPU over short key sets such as a row's features, but its batched matmul made a row's output
+depend on the order of the other rows at the 1e-7 level, which breaks scikit-learn's
+sample-order invariance check; the fused kernel does not.)
 """
 
 from __future__ import annotations
@@ -95,11 +96,6 @@ class AttentionConfig:
         return math.log(n_context) / math.log(self.length_scale_ref)
 
 
-# At most this many keys, the explicit path is faster than the fused kernel on CPU (measured with
-# 1,000 rows x 2 heads x 24 tokens x 16 dims: 6.6 ms against 11.3 ms on 2 cores).
-SHORT_KEYS = 64
-
-
 def _use_explicit() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
@@ -122,8 +118,7 @@ def attend(
         query must be able to read at least one key.
     explicit : bool, optional
         Force the explicit matmul + softmax path (``True``) or the fused kernel (``False``). By
-        default the explicit path is used while tracing or exporting and for at most
-        ``SHORT_KEYS`` keys.
+        default the explicit path is used only while tracing or exporting.
 
     Returns
     -------
@@ -131,7 +126,7 @@ def attend(
         ``(..., H, Lq, dv)``.
     """
     if explicit is None:
-        explicit = _use_explicit() or k.shape[-2] <= SHORT_KEYS
+        explicit = _use_explicit()
     if explicit:
         scale = 1.0 / math.sqrt(q.shape[-1])
         scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (..., H, Lq, Lk)
