@@ -19,12 +19,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from benchmarks import data as bdata  # noqa: E402
-from benchmarks.icl_attention_options import _score  # noqa: E402
-from tabfm import TabFMClassifier, TabFMRegressor  # noqa: E402
+from benchmarks import data as bdata
+from benchmarks.icl_attention_options import _score
+from tabfm import TabFMClassifier, TabFMRegressor
 
 
 def bagged(base: type, rows: int, seed: int = 123) -> type:
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         task = "regression" if entry.task == "regression" else "classification"
         base = TabFMRegressor if task == "regression" else TabFMClassifier
         variants = [
-            lambda: base(random_state=0),
-            lambda: base(random_state=0, max_context_rows=rows),
-            lambda: bagged(base, rows)(random_state=0),
+            lambda b=base: b(random_state=0),
+            lambda b=base: b(random_state=0, max_context_rows=rows),
+            lambda b=base: bagged(b, rows)(random_state=0),
         ]
         for seed in (int(s) for s in args.seeds.split(",")):
             split = bdata.make_split(entry.load(), seed, max_train_rows=args.max_train_rows, max_test_rows=1000)
