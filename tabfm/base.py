@@ -91,7 +91,7 @@ class TabularEstimator(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return bool(getattr(self, "is_fitted_", False))
 
-    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.categorical = True

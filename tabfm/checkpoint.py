@@ -93,7 +93,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ICL
             raise TabFMValidationError(f"{path} is not a tabfm ICL checkpoint (format={metadata.get('format')!r})")
         if int(metadata.get("format_version", "0")) > int(FORMAT_VERSION):
             raise TabFMValidationError(f"{path} was written by a newer tabfm (format version {metadata['format_version']})")
-        state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - safe_open has no iterator
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
     return network_from_state(ICLConfig(**json.loads(metadata["config"])), state).to(device).eval()
 
 

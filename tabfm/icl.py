@@ -202,7 +202,7 @@ class _TabFMBase(TabularEstimator):
     def _restore_target(self, state: dict[str, Any]) -> None:
         return None
 
-    def __sklearn_tags__(self):  # noqa: ANN204
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags

@@ -50,7 +50,7 @@ def _is_missing_scalar(value: Any) -> bool:
         return True
     # pandas.NA, pandas.NaT and numpy datetime NaT, without importing pandas here
     try:
-        return bool(value != value)  # noqa: PLR0124 - NaN-like values are not equal to themselves
+        return bool(value != value)
     except (TypeError, ValueError):
         return type(value).__name__ in {"NAType", "NaTType"}
 

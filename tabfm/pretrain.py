@@ -67,6 +67,11 @@ class PretrainConfig:
     warmup_steps: int = 500
     rewarmup_steps: int = 100  # after resuming without optimizer moments
     total_steps: int = 200_000  # horizon of the cosine: the campaign, not one session
+    # A cooldown branch (warmup-stable-decay): from cooldown_start, the learning rate falls from the
+    # schedule's value to zero over cooldown_steps (1 - sqrt), then the run stops. Fork the run
+    # directory first (``tabfm pretrain --branch-from``): the main run goes on at its high rate.
+    cooldown_steps: int = 0
+    cooldown_start: int | None = None  # set to the resumed step when the branch starts
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float = 0.998
@@ -94,7 +99,12 @@ class PretrainConfig:
 
 
 def learning_rate(config: PretrainConfig, step: int, resumed_at: int | None = None) -> float:
-    """Warmup then cosine; after a resume without optimizer state, a short warmup again."""
+    """Warmup then cosine; after a resume without optimizer state, a short warmup again; in a
+    cooldown branch, a decay to zero from the rate at the branch point."""
+    start = config.cooldown_start
+    if config.cooldown_steps and start is not None and step >= start:
+        done = min(1.0, (step - start) / config.cooldown_steps)
+        return learning_rate(replace(config, cooldown_steps=0), start, resumed_at) * (1 - math.sqrt(done))
     base = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
     progress = min(1.0, step / max(1, config.total_steps))
     cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -104,7 +114,7 @@ def learning_rate(config: PretrainConfig, step: int, resumed_at: int | None = No
     return lr
 
 
-def curriculum(config: PretrainConfig):  # noqa: ANN201 - returns a ShapeSchedule
+def curriculum(config: PretrainConfig):
     """``step -> (n_rows, max_features)``: log-uniform draws whose range widens with the step."""
 
     def shape(step: int) -> tuple[int, int]:
@@ -171,7 +181,7 @@ class Progress:
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {k: handle.get_tensor(k).float() if handle.get_tensor(k).is_floating_point() else handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        return {k: handle.get_tensor(k).float() if handle.get_tensor(k).is_floating_point() else handle.get_tensor(k) for k in handle.keys()}
 
 
 def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
@@ -251,6 +261,9 @@ class Pretrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
+        if config.cooldown_steps and config.cooldown_start is None:
+            self.config = replace(config, cooldown_start=self.progress.step)
+            logger.info("cooldown branch: learning rate to zero over steps %d-%d", self.progress.step, self.progress.step + config.cooldown_steps)
 
     # -- resume -------------------------------------------------------------------------------
 
@@ -383,6 +396,8 @@ class Pretrainer:
         last_save = last_eval = time.time()
         first_step = self.progress.step
         stop_step = first_step + max_steps if max_steps is not None else c.total_steps
+        if c.cooldown_steps and c.cooldown_start is not None:
+            stop_step = min(stop_step, c.cooldown_start + c.cooldown_steps)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null_context()
         logger.info("pretraining %s from step %d: %s parameters, config %s", c.task, first_step, f"{self.model.n_parameters():,}", json.dumps(asdict(c)))
         if first_step == 0 or self.resumed_at is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def test__learning_rate__warmup_cosine_and_rewarmup() -> None:
     assert learning_rate(c, 5_000) == pytest.approx(0.55e-3, rel=1e-3)  # half-way down the cosine
     assert learning_rate(c, 10_000) == pytest.approx(1e-4, rel=1e-6)
     assert learning_rate(c, 50, resumed_at=50) == pytest.approx(learning_rate(c, 50) / 5)
+
+
+def test__learning_rate__cooldown__from_the_branch_rate_to_zero() -> None:
+    c = PretrainConfig(lr=1e-3, warmup_steps=10, total_steps=10_000, cooldown_steps=100, cooldown_start=5_000)
+    assert learning_rate(c, 4_999) == pytest.approx(learning_rate(replace(c, cooldown_steps=0), 4_999))
+    assert learning_rate(c, 5_000) == pytest.approx(learning_rate(replace(c, cooldown_steps=0), 5_000))
+    assert learning_rate(c, 5_025) == pytest.approx(learning_rate(c, 5_000) * 0.5)  # 1 - sqrt(1/4)
+    assert learning_rate(c, 5_100) == 0.0
 
 
 def test__curriculum__deterministic_and_growing() -> None:
@@ -196,6 +205,24 @@ def test__cli_resume__model_option_adds_to_the_recorded_network_options(tmp_path
     recorded = json.loads((tmp_path / "run" / "state" / "config.json").read_text())["model"]
     assert recorded["attention"]["kind"] == "full" and recorded["column_labels"] is True
     assert recorded["d_model"] == TINY_MODEL["d_model"]
+
+
+def test__cli_branch__cooldown_copy_stops_at_its_end_and_leaves_the_main_run(tmp_path: Path) -> None:
+    from tabfm.cli import main
+
+    common = ["pretrain", "--task", "classification", "--recipe", "smoke", "--batch-size", "2", "--num-workers", "0",
+              "--no-progress", "--model", json.dumps(TINY_MODEL)]
+    assert main([*common, "--out", str(tmp_path / "main"), "--max-steps", "2"]) == 0
+    main_state = (tmp_path / "main" / "state" / "progress.json").read_text()
+    branch = tmp_path / "branch"
+    assert main([*common, "--out", str(branch), "--branch-from", str(tmp_path / "main"), "--cooldown-steps", "3"]) == 0
+    config = json.loads((branch / "state" / "config.json").read_text())
+    assert (config["cooldown_start"], config["cooldown_steps"]) == (2, 3)
+    assert json.loads((branch / "state" / "progress.json").read_text())["step"] == 5  # stopped at the cooldown's end
+    assert (branch / "loss_log.csv").read_text().startswith((tmp_path / "main" / "loss_log.csv").read_text())
+    assert (tmp_path / "main" / "state" / "progress.json").read_text() == main_state
+    with pytest.raises(SystemExit, match="no full state"):
+        main([*common, "--out", str(tmp_path / "other"), "--branch-from", str(tmp_path / "missing"), "--cooldown-steps", "3"])
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="needs ../shared/datasets beside the repository")

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine, make_regression
+from sklearn.datasets import (
+    load_breast_cancer,
+    load_diabetes,
+    load_iris,
+    load_wine,
+    make_regression,
+)
 from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
 from sklearn.model_selection import cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -93,7 +99,7 @@ def test__readme__python_blocks__run_as_written() -> None:
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert blocks, "the README has no Python example"
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
 
 
 def test__shipped_checkpoint__environment_folder__points_the_default_there(tmp_path, monkeypatch) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_iris, make_regression
+from sklearn.datasets import make_regression
 
 from models.icl import ICLConfig, ICLTransformer
 from tabfm.checkpoint import load_checkpoint, save_checkpoint

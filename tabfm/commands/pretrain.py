@@ -36,6 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every-minutes", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--model", type=json.loads, help='JSON overrides of the network config, e.g. \'{"n_icl_blocks": 4}\'')
+    p.add_argument("--branch-from", type=Path, metavar="RUN_DIR",
+                   help="start OUT as a copy of another run's full state and logs (for a cooldown branch)")
+    p.add_argument("--cooldown-steps", type=int,
+                   help="decay the learning rate to zero over this many steps from the resumed one, then stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=run)
 
@@ -51,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
             "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
             "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
+            "cooldown_steps": args.cooldown_steps,
         }.items()
         if value is not None
     }
+    if args.branch_from is not None:
+        _branch(args.branch_from, args.out)
+        args.resume = True
     config = PretrainConfig(task=args.task, recipe=args.recipe, **overrides)
     if args.resume:
         for candidate in (args.out / "state" / "config.json", args.state_dir / "config.json" if args.state_dir else None):
@@ -72,3 +80,20 @@ def run(args: argparse.Namespace) -> int:
     progress = trainer.train(max_steps=args.max_steps, max_minutes=args.max_minutes, progress_bar=not args.no_progress)
     logger.info("stopped at step %d after %d datasets: %s", progress.step, progress.datasets_seen, json.dumps(asdict(progress)))
     return 0
+
+
+def _branch(source: Path, out: Path) -> None:
+    """Copy a run's full state and logs into a new run directory (kept if OUT already has a state)."""
+    import shutil
+
+    if (out / "state" / "progress.json").is_file():
+        logger.info("%s already holds a state: the branch resumes it", out)
+        return
+    if not (source / "state" / "progress.json").is_file():
+        raise SystemExit(f"--branch-from {source}: no full state there (expected {source / 'state' / 'progress.json'})")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "state", out / "state")
+    for name in ("loss_log.csv", "val_log.csv"):
+        if (source / name).is_file():
+            shutil.copy(source / name, out / name)
+    logger.info("branched %s from %s", out, source)
