@@ -73,6 +73,9 @@ class PretrainConfig:
     cooldown_steps: int = 0
     cooldown_start: int | None = None  # set to the resumed step when the branch starts
     weight_decay: float = 0.01
+    # "adamw", or "muon": Muon (orthogonalised momentum, its update scaled to AdamW's RMS so the
+    # same lr applies) on the hidden weight matrices, AdamW on everything else.
+    optimizer: str = "adamw"
     grad_clip: float = 1.0
     ema_decay: float = 0.998
     # Curriculum: rows and features grow from small to the recipe's range over curriculum_steps.
@@ -223,6 +226,39 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(kept))
 
 
+# Linear layers that keep AdamW under "muon": those reading raw inputs (cell features, position
+# sinusoids) and the one writing the logits, as in Muon's recipe (hidden matrices only).
+MUON_EXCLUDED = ("column_embedding.lift.0", "row_encoder.identity", "head.fc2")
+
+
+def make_optimizers(model: torch.nn.Module, config: PretrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW over all parameters, or (``optimizer="muon"``) Muon over the hidden matrices + AdamW."""
+    if config.optimizer not in ("adamw", "muon"):
+        raise ValueError(f"PretrainConfig.optimizer must be 'adamw' or 'muon', got {config.optimizer!r}")
+    modules = dict(model.named_modules())
+    hidden_ids = set()
+    if config.optimizer == "muon":
+        missing = [name for name in MUON_EXCLUDED if name not in modules]
+        if missing:
+            raise ValueError(f"MUON_EXCLUDED names modules the network no longer has: {missing}")
+        hidden_ids = {
+            id(m.weight) for name, m in modules.items() if isinstance(m, torch.nn.Linear) and name not in MUON_EXCLUDED
+        }
+    hidden, decay, no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if id(p) in hidden_ids:
+            hidden.append(p)
+        elif p.ndim < 2 or "embedding" in name or "thinking" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": group, "weight_decay": wd} for group, wd in ((decay, config.weight_decay), (no_decay, 0.0)) if group]
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))]
+    if hidden:
+        optimizers.append(torch.optim.Muon(hidden, lr=config.lr, weight_decay=config.weight_decay, adjust_lr_fn="match_rms_adamw"))
+    return optimizers
+
+
 class Pretrainer:
     """Owns the model, optimizer, EMA, data stream and files of one pretraining run."""
 
@@ -251,13 +287,7 @@ class Pretrainer:
         self.ema = ICLTransformer(config.model_config()).to(self.device)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 or "embedding" in name or "thinking" in name else decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr, betas=(0.9, 0.98),
-        )
+        self.optimizers = make_optimizers(self.model, config)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
@@ -273,10 +303,15 @@ class Pretrainer:
             new = _load_grown(self.model, _load_weights(full / "model.safetensors"))
             _load_grown(self.ema, _load_weights(full / "ema.safetensors"))
             self.progress = Progress(**json.loads((full / "progress.json").read_text()))
-            if new:  # the optimizer's moments no longer match the parameters: warm them up again
+            saved = torch.load(full / "optimizer.pt", map_location=self.device, weights_only=True)
+            if "kind" not in saved:  # written before the optimizer became a choice: AdamW alone
+                saved = {"kind": "adamw", "states": [saved]}
+            if new or saved["kind"] != self.config.optimizer:
+                # The moments no longer match the parameters or the optimizer: warm them up again.
                 self.resumed_at = self.progress.step
             else:
-                self.optimizer.load_state_dict(torch.load(full / "optimizer.pt", map_location=self.device, weights_only=True))
+                for optimizer, state in zip(self.optimizers, saved["states"], strict=True):
+                    optimizer.load_state_dict(state)
             logger.info("resumed the full state of %s at step %d", self.out, self.progress.step)
         elif self.state_dir is not None and (self.state_dir / "progress.json").is_file():
             weights = _load_weights(self.state_dir / "ema.safetensors")
@@ -303,7 +338,7 @@ class Pretrainer:
         tmp.mkdir(parents=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp / "model.safetensors"))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}, str(tmp / "ema.safetensors"))
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"kind": self.config.optimizer, "states": [o.state_dict() for o in self.optimizers]}, tmp / "optimizer.pt")
         (tmp / "progress.json").write_text(json.dumps(asdict(self.progress), indent=1))
         (tmp / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
         shutil.rmtree(full, ignore_errors=True)
@@ -418,18 +453,21 @@ class Pretrainer:
                 t0 = time.time()
                 wait_s = t0 - t_wait
                 lr = learning_rate(c, step, self.resumed_at)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                for optimizer in self.optimizers:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
                 with autocast:
                     loss = batch_loss(self.model, batch, self.device)
-                self.optimizer.zero_grad(set_to_none=True)
+                for optimizer in self.optimizers:
+                    optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
                 if not math.isfinite(grad_norm):
                     logger.warning("non-finite gradient at step %d: step skipped", step)
                     t_wait = time.time()
                     continue
-                self.optimizer.step()
+                for optimizer in self.optimizers:
+                    optimizer.step()
                 self._update_ema()
                 loss_value = loss.item()
                 p = self.progress
@@ -515,4 +553,4 @@ def config_from_args(task: str, recipe: str, overrides: dict[str, Any] | None = 
     return replace(PretrainConfig(task=task, recipe=recipe), **(overrides or {}))
 
 
-__all__ = ["PretrainConfig", "Pretrainer", "batch_loss", "card_path", "curriculum", "learning_rate"]
+__all__ = ["PretrainConfig", "Pretrainer", "batch_loss", "card_path", "curriculum", "learning_rate", "make_optimizers"]

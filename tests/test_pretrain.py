@@ -11,7 +11,7 @@ import torch
 
 from priors import make_batch
 from tabfm.checkpoint import load_checkpoint
-from tabfm.pretrain import PretrainConfig, Pretrainer, batch_loss, curriculum, learning_rate
+from tabfm.pretrain import MUON_EXCLUDED, PretrainConfig, Pretrainer, batch_loss, curriculum, learning_rate, make_optimizers
 
 TINY_MODEL = {
     "d_model": 16, "d_cell": 8, "d_cell_ffn": 16, "n_cell_heads": 2, "n_col_inducing": 4, "n_row_blocks": 1,
@@ -71,6 +71,36 @@ def test__batch_loss__finite_and_decreases_when_fitting_one_batch(task: str, tmp
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.85 * losses[0]
+
+
+def test__make_optimizers__muon__hidden_matrices_only_and_every_parameter_once() -> None:
+    from models.icl import ICLTransformer
+
+    model = ICLTransformer(_config().model_config())
+    adamw, muon = make_optimizers(model, _config(optimizer="muon"))
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    in_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}
+    assert not in_muon & in_adamw and in_muon | in_adamw == {id(p) for p in model.parameters()}
+    modules = dict(model.named_modules())
+    assert all(id(modules[name].weight) in in_adamw for name in MUON_EXCLUDED)
+    assert id(modules["blocks.0.ffn.fc1"].weight) in in_muon
+    assert all(p.ndim == 2 for g in muon.param_groups for p in g["params"])
+    assert len(make_optimizers(model, _config())) == 1
+    with pytest.raises(ValueError, match="'adamw' or 'muon'"):
+        make_optimizers(model, _config(optimizer="sgd"))
+
+
+def test__pretrainer__muon__trains_and_a_switch_of_optimizer_warms_up_again(tmp_path: Path) -> None:
+    first = Pretrainer(_config(optimizer="muon"), tmp_path / "run")
+    before = [p.detach().clone() for p in first.model.parameters()]
+    first.train(max_steps=3, progress_bar=False)
+    assert all(torch.isfinite(p).all() for p in first.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, first.model.parameters(), strict=True))
+    same = Pretrainer(_config(optimizer="muon"), tmp_path / "run", resume=True)
+    assert same.resumed_at is None  # Muon's and AdamW's moments restored
+    assert same.optimizers[1].state_dict()["state"]
+    switched = Pretrainer(_config(), tmp_path / "run", resume=True)
+    assert switched.resumed_at == 3 and len(switched.optimizers) == 1
 
 
 def test__pretrainer__resume__continues_step_and_keeps_logs(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every-minutes", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--model", type=json.loads, help='JSON overrides of the network config, e.g. \'{"n_icl_blocks": 4}\'')
+    p.add_argument("--optimizer", choices=["adamw", "muon"],
+                   help="adamw (default), or muon: Muon on the hidden weight matrices, AdamW on the rest")
     p.add_argument("--branch-from", type=Path, metavar="RUN_DIR",
                    help="start OUT as a copy of another run's full state and logs (for a cooldown branch)")
     p.add_argument("--cooldown-steps", type=int,
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
             "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
             "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
-            "cooldown_steps": args.cooldown_steps,
+            "cooldown_steps": args.cooldown_steps, "optimizer": args.optimizer,
         }.items()
         if value is not None
     }
