@@ -19,15 +19,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.metrics import r2_score, roc_auc_score  # noqa: E402
+import numpy as np
+import torch
+from sklearn.metrics import r2_score, roc_auc_score
 
-from benchmarks import data as bdata  # noqa: E402
-from models.icl import ICLConfig, ICLTransformer  # noqa: E402
-from tabfm import TabFMClassifier, TabFMRegressor  # noqa: E402
-from tabfm.checkpoint import load_checkpoint, shipped_checkpoint  # noqa: E402
-from tabfm.validation import score_estimator  # noqa: E402
+from benchmarks import data as bdata
+from models.icl import ICLConfig, ICLTransformer
+from tabfm import TabFMClassifier, TabFMRegressor
+from tabfm.checkpoint import load_checkpoint, shipped_checkpoint
+from tabfm.validation import score_estimator
 
 
 def with_length_scale(network: ICLTransformer, ref: int | None) -> ICLTransformer:

@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 
 # LightGBM's OpenMP threads spin while waiting by default, which on a busy machine made its fits

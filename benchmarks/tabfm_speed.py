@@ -19,8 +19,6 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 
 def _time(make, X_train, y_train, X_test, repeats: int) -> tuple[float, float]:
     fits, predicts = [], []
@@ -55,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     X, y = make_classification(
         n_samples=args.train + args.test, n_features=args.features, n_informative=min(10, args.features), random_state=0
     )
-    X_train, X_test, y_train, y_test = X[: args.train], X[args.train :], y[: args.train], y[args.train :]
+    X_train, X_test, y_train = X[: args.train], X[args.train :], y[: args.train]
     candidates = {
         "lightgbm": lambda: LGBMClassifier(n_jobs=args.threads, verbose=-1),
         "tabfm (n_estimators=1)": lambda: TabFMClassifier(n_estimators=1, device="cpu"),

@@ -127,7 +127,7 @@ def curriculum(config: PretrainConfig):
         def draw(start: tuple[int, int], end: tuple[int, int]) -> int:
             low = start[0] + t * (end[0] - start[0])
             high = start[1] + t * (end[1] - start[1])
-            return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+            return round(math.exp(rng.uniform(math.log(low), math.log(high))))
 
         return draw(config.rows_start, config.rows_end), draw(config.features_start, config.features_end)
 

@@ -132,7 +132,7 @@ def test__columns__missing_or_extra__error_names_them(predict_frame: pd.DataFram
 
 def test__numpy__wrong_width__error_gives_both_counts() -> None:
     pre = TablePreprocessor().fit(np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="X has 3 features, but .* expecting 4 features"):
+    with pytest.raises(ValueError, match=r"X has 3 features, but .* expecting 4 features"):
         pre.transform(np.zeros((2, 3)))
 
 
@@ -225,7 +225,7 @@ def test__classification_target__bad__clear_error(y: list, fragment: str) -> Non
 def test__regression_target__nan_and_inf__error_names_row() -> None:
     with pytest.raises(TabFMValidationError, match="row 2"):
         encode_regression_target([1.0, 2.0, np.nan])
-    with pytest.raises(TabFMValidationError, match="infinite.*row 0"):
+    with pytest.raises(TabFMValidationError, match=r"infinite.*row 0"):
         encode_regression_target(np.array([np.inf, 1.0]))
 
 

@@ -11,7 +11,15 @@ import torch
 
 from priors import make_batch
 from tabfm.checkpoint import load_checkpoint
-from tabfm.pretrain import MUON_EXCLUDED, PretrainConfig, Pretrainer, batch_loss, curriculum, learning_rate, make_optimizers
+from tabfm.pretrain import (
+    MUON_EXCLUDED,
+    PretrainConfig,
+    Pretrainer,
+    batch_loss,
+    curriculum,
+    learning_rate,
+    make_optimizers,
+)
 
 TINY_MODEL = {
     "d_model": 16, "d_cell": 8, "d_cell_ffn": 16, "n_cell_heads": 2, "n_col_inducing": 4, "n_row_blocks": 1,

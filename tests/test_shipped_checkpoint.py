@@ -65,7 +65,7 @@ def test__regressor__learns_from_context__far_above_the_mean() -> None:
 
 def test__regressor__defaults__finite_predictions_in_target_units() -> None:
     X, y = load_diabetes(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.3, random_state=0)
     prediction = TabFMRegressor().fit(X_train, y_train).predict(X_test)
     assert np.all(np.isfinite(prediction))
     assert y_train.min() - y_train.std() < prediction.mean() < y_train.max() + y_train.std()
