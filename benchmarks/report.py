@@ -65,6 +65,8 @@ def summarise(results: pd.DataFrame, models: list[str]) -> pd.DataFrame:
             "mean_rank": ranks.mean(),
             "norm_score_cls": norm[is_cls].mean() if is_cls.any() else np.nan,
             "norm_score_reg": norm[~is_cls].mean() if (~is_cls).any() else np.nan,
+            "mean_roc_auc": complete[is_cls].mean() if is_cls.any() else np.nan,
+            "mean_r2": complete[~is_cls].mean() if (~is_cls).any() else np.nan,
             "wins": wins,
             "median_fit_s": ok.groupby("model")["fit_s"].median(),
             "median_predict_s": ok.groupby("model")["predict_s"].median(),
@@ -99,7 +101,7 @@ def _markdown_table(frame: pd.DataFrame, floatfmt: dict[str, str] | None = None)
 
 
 _SUMMARY_FORMAT = {
-    "mean_rank": ".2f", "norm_score_cls": ".3f", "norm_score_reg": ".3f",
+    "mean_rank": ".2f", "norm_score_cls": ".3f", "norm_score_reg": ".3f", "mean_roc_auc": ".4f", "mean_r2": ".4f",
     "median_fit_s": ".3g", "median_predict_s": ".3g", "total_fit_s": ".1f",
 }  # fmt: skip
 
@@ -199,8 +201,9 @@ def write_markdown(
         "",
         format_summary(summary, results),
         "",
-        "`datasets`: datasets with a score; `errors`: rows that failed or were skipped; times are "
-        "medians over successful rows (seconds, wall clock).",
+        "`datasets`: datasets with a score; `mean_roc_auc`, `mean_r2`: the plain mean of the "
+        "per-dataset scores over the compared datasets; `errors`: rows that failed or were skipped; "
+        "times are medians over successful rows (seconds, wall clock).",
         "",
         *_full_coverage_section(results, summary),
         "## Per dataset (ROC-AUC for classification, R² for regression; mean over seeds)",
