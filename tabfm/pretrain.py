@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from models.icl import ICLConfig, ICLTransformer
 from priors import BatchStream, PriorBatch
@@ -183,8 +182,7 @@ class Progress:
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {k: handle.get_tensor(k).float() if handle.get_tensor(k).is_floating_point() else handle.get_tensor(k) for k in handle.keys()}
+    return {k: t.float() if t.is_floating_point() else t for k, t in load_file(str(path)).items()}
 
 
 def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
@@ -303,10 +301,10 @@ class Pretrainer:
             new = _load_grown(self.model, _load_weights(full / "model.safetensors"))
             _load_grown(self.ema, _load_weights(full / "ema.safetensors"))
             self.progress = Progress(**json.loads((full / "progress.json").read_text()))
-            saved = torch.load(full / "optimizer.pt", map_location=self.device, weights_only=True)
-            if "kind" not in saved:  # written before the optimizer became a choice: AdamW alone
+            saved = None if new else torch.load(full / "optimizer.pt", map_location=self.device, weights_only=True)
+            if saved is not None and "kind" not in saved:  # written before the optimizer was a choice
                 saved = {"kind": "adamw", "states": [saved]}
-            if new or saved["kind"] != self.config.optimizer:
+            if saved is None or saved["kind"] != self.config.optimizer:
                 # The moments no longer match the parameters or the optimizer: warm them up again.
                 self.resumed_at = self.progress.step
             else:

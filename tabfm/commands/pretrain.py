@@ -108,7 +108,7 @@ def _return_freed_memory() -> None:
     A step on the largest tables (1,024 rows x 40 features) holds several GB of activations. glibc
     kept that freed memory for reuse, so every run stayed at 7-9 GB of RSS after its first large
     step, and a third run on 24 GB got killed for memory. With the threshold, runs restarted
-    beside one without it held 1.3-1.5 GB against its 7.6 GB. ``MALLOC_MMAP_THRESHOLD_=1048576``
+    beside one without it held 1.0-1.5 GB against its 7.6-8.6 GB (RSS read with ``ps``). ``MALLOC_MMAP_THRESHOLD_=1048576``
     in the environment does the same.
     """
     import ctypes
