@@ -83,7 +83,7 @@ def summarise(results: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return summary
 
 
-def _markdown_table(frame: pd.DataFrame, floatfmt: dict[str, str] | None = None) -> str:
+def markdown_table(frame: pd.DataFrame, floatfmt: dict[str, str] | None = None) -> str:
     floatfmt = floatfmt or {}
     cols = list(frame.columns)
     lines = ["| " + " | ".join([frame.index.name or "", *cols]) + " |"]
@@ -114,7 +114,7 @@ def format_summary(summary: pd.DataFrame, results: pd.DataFrame) -> str:
         f"{summary.attrs['n_reg']} regression: R²); mean over seeds, then rank / min-max per dataset."
     )
     table = summary.rename_axis("model")
-    return head + "\n\n" + _markdown_table(table, _SUMMARY_FORMAT)
+    return head + "\n\n" + markdown_table(table, _SUMMARY_FORMAT)
 
 
 def machine_description() -> str:
@@ -208,7 +208,7 @@ def write_markdown(
         *_full_coverage_section(results, summary),
         "## Per dataset (ROC-AUC for classification, R² for regression; mean over seeds)",
         "",
-        _markdown_table(per_dataset.rename_axis("dataset"), {m: ".4f" for m in models}),
+        markdown_table(per_dataset.rename_axis("dataset"), {m: ".4f" for m in models}),
     ]
     if len(errors):
         grouped = errors.groupby(["model", "dataset"])["error"].agg(
