@@ -164,7 +164,8 @@ def _write_summary(frame: pd.DataFrame, args: argparse.Namespace, names: list[st
         f"- Command: `python -m benchmarks.in_prior {' '.join(sys.argv[1:])}`",
         f"- {len(frame)} tables of the `default` prior (seed {args.seed}), {args.train_rows:,} training and "
         f"{args.test_rows:,} test rows, 2-30 features; {metric}; TabFM's default ensemble; LightGBM defaults; "
-        f"one thread; {seconds:.0f} s",
+        "one thread" + ("" if math.isnan(seconds) else f"; {seconds:.0f} s")
+        + (f"; scores read from `{args.from_csv}`" if args.from_csv else ""),
         "- `minus_lightgbm`: mean paired difference to LightGBM on the same tables, `se` its standard error, "
         "`won`: share of tables where the model scores higher",
         "",
