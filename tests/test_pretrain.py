@@ -245,6 +245,19 @@ def test__cli_resume__model_option_adds_to_the_recorded_network_options(tmp_path
     assert recorded["d_model"] == TINY_MODEL["d_model"]
 
 
+def test__cli_resume__curriculum_ends_given_now_replace_the_recorded_ones(tmp_path: Path) -> None:
+    from tabfm.cli import main
+
+    common = ["pretrain", "--task", "regression", "--recipe", "smoke", "--out", str(tmp_path / "run"),
+              "--batch-size", "2", "--num-workers", "0", "--no-progress", "--model", json.dumps(TINY_MODEL)]
+    assert main([*common, "--max-steps", "1"]) == 0
+    assert main([*common, "--max-steps", "2", "--resume", "--features-end", "4", "60", "--rows-end", "300", "2000"]) == 0
+    recorded = json.loads((tmp_path / "run" / "state" / "config.json").read_text())
+    assert (recorded["features_end"], recorded["rows_end"]) == ([4, 60], [300, 2000])
+    assert recorded["features_start"] == list(PretrainConfig.features_start)
+    assert json.loads((tmp_path / "run" / "state" / "progress.json").read_text())["step"] == 3  # 1 + 2 more
+
+
 def test__cli_branch__cooldown_copy_stops_at_its_end_and_leaves_the_main_run(tmp_path: Path) -> None:
     from tabfm.cli import main
 

@@ -42,6 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start OUT as a copy of another run's full state and logs (for a cooldown branch)")
     p.add_argument("--cooldown-steps", type=int,
                    help="decay the learning rate to zero over this many steps from the resumed one, then stop")
+    p.add_argument("--features-end", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                   help="range of a step's feature columns once the curriculum is over (default 3 40)")
+    p.add_argument("--rows-end", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                   help="range of a step's rows per table once the curriculum is over (default 256 1024)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=run)
 
@@ -59,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
             "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
             "cooldown_steps": args.cooldown_steps, "optimizer": args.optimizer,
+            "features_end": tuple(args.features_end) if args.features_end else None,
+            "rows_end": tuple(args.rows_end) if args.rows_end else None,
         }.items()
         if value is not None
     }
