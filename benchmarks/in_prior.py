@@ -59,11 +59,8 @@ def score(task: str, model: object, X: pd.DataFrame, y: np.ndarray) -> float:
 
     if task == "regression":
         return float(r2_score(y, model.predict(X)))
-    proba = model.predict_proba(X)
-    classes = model.classes_.astype(int)
-    full = np.zeros((len(X), max(int(y.max()), int(classes.max())) + 1))  # columns = class labels
-    full[:, classes] = proba
-    return macro_ovr_auc(y.astype(int), full)
+    # Every class of a prior table occurs among its training rows: the columns are labels 0..C-1.
+    return macro_ovr_auc(y.astype(int), model.predict_proba(X))
 
 
 def paired_table(scores: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -82,18 +79,23 @@ def paired_table(scores: pd.DataFrame, reference: str) -> pd.DataFrame:
 FEATURE_BINS = [(2, 5), (6, 12), (13, 30)]
 
 
-def summary_text(frame: pd.DataFrame, models: list[str], header: list[str]) -> str:
-    """Markdown: all tables, then per prior family and per feature count, paired with LightGBM."""
+def lightgbm_table(frame: pd.DataFrame) -> str:
+    """Markdown of :func:`paired_table` against LightGBM for the per-table scores in ``frame``."""
+    models = [c for c in frame.columns if c.startswith("tabfm")] + ["lightgbm"]
     fmt = {"mean": ".4f", "minus_lightgbm": "+.4f", "se": ".4f", "won": ".2f"}
-    lines = [*header, "## All tables", "", markdown_table(paired_table(frame[models], "lightgbm"), fmt), ""]
-    lines += ["## Per prior family", ""]
+    return markdown_table(paired_table(frame[models], "lightgbm"), fmt)
+
+
+def summary_text(frame: pd.DataFrame, header: list[str]) -> str:
+    """Markdown: all tables, then per prior family and per feature count, paired with LightGBM."""
+    lines = [*header, "## All tables", "", lightgbm_table(frame), "", "## Per prior family", ""]
     for family, part in frame.groupby("family"):
-        lines += [f"### {family}", "", markdown_table(paired_table(part[models], "lightgbm"), fmt), ""]
+        lines += [f"### {family}", "", lightgbm_table(part), ""]
     lines += ["## Per number of features", ""]
     for lo, hi in FEATURE_BINS:
         part = frame[frame["n_features"].between(lo, hi)]
         if len(part):
-            lines += [f"### {lo}-{hi} features", "", markdown_table(paired_table(part[models], "lightgbm"), fmt), ""]
+            lines += [f"### {lo}-{hi} features", "", lightgbm_table(part), ""]
     return "\n".join(lines)
 
 
@@ -109,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, help="write the per-table scores here")
     p.add_argument("--from-csv", type=Path, help="only summarise the per-table scores of an earlier run")
     args = p.parse_args(argv)
+    args.command = " ".join(sys.argv[1:] if argv is None else argv)
     if args.from_csv:
         frame = pd.read_csv(args.from_csv)
         args.train_rows, args.test_rows = int(frame["n_train"].iloc[0]), int(frame["n_test"].iloc[0])
-        names = [c for c in frame.columns if c.startswith("tabfm")]
-        _write_summary(frame, args, names, float("nan"))
+        _write_summary(frame, args, float("nan"))
         return 0
 
     import lightgbm as lgb
@@ -152,16 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         frame.to_csv(args.csv, index=False)
 
-    _write_summary(frame, args, names, time.time() - t0)
+    _write_summary(frame, args, time.time() - t0)
     return 0
 
 
-def _write_summary(frame: pd.DataFrame, args: argparse.Namespace, names: list[str], seconds: float) -> None:
+def _write_summary(frame: pd.DataFrame, args: argparse.Namespace, seconds: float) -> None:
     metric = "R²" if args.task == "regression" else "ROC-AUC"
     header = [
         f"# In-prior check ({args.task})",
         "",
-        f"- Command: `python -m benchmarks.in_prior {' '.join(sys.argv[1:])}`",
+        f"- Command: `python -m benchmarks.in_prior {args.command}`",
         f"- {len(frame)} tables of the `default` prior (seed {args.seed}), {args.train_rows:,} training and "
         f"{args.test_rows:,} test rows, 2-30 features; {metric}; TabFM's default ensemble; LightGBM defaults; "
         "one thread" + ("" if math.isnan(seconds) else f"; {seconds:.0f} s")
@@ -170,7 +172,7 @@ def _write_summary(frame: pd.DataFrame, args: argparse.Namespace, names: list[st
         "`won`: share of tables where the model scores higher",
         "",
     ]
-    text = summary_text(frame, [*names, "lightgbm"], header)
+    text = summary_text(frame, header)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

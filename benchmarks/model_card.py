@@ -6,7 +6,7 @@ Everything in it is read from files the code in this repository wrote: the JSON 
 checkpoint (written by ``tabfm pretrain`` when it ships), the pretraining logs committed under
 ``checkpoints/pretrain/<task>/`` and, when present, the benchmark summary
 ``benchmarks/results/tabfm_benchmark.md`` (``python -m benchmarks.run ... --summary``) and the
-in-prior checks ``benchmarks/results/in_prior_<task>.md`` (``python -m benchmarks.in_prior``). When the
+in-prior scores ``benchmarks/results/in_prior_<task>.csv`` (``python -m benchmarks.in_prior``). When the
 real datasets are at hand (``--data-dir``), LightGBM with default parameters is scored on the
 validation splits too, beside the checkpoint's scores, so the gap is read off one table.
 """
@@ -80,14 +80,15 @@ def _task_section(task: str, data_dir: Path | None = None) -> list[str]:
         lines += ["Validation over the campaign (learning curve):", "", "| step | datasets seen | mean |", "|---|---|---|"]
         lines += [f"| {r.step:,} | {r.datasets_seen:,} | {r.mean:.4f} |" for r in val.itertuples()]
         lines += [""]
-    in_prior = ROOT / "benchmarks" / "results" / f"in_prior_{task}.md"
-    if in_prior.is_file():  # python -m benchmarks.in_prior ... --out benchmarks/results/in_prior_TASK.md
-        table = in_prior.read_text().split("## All tables")[1].split("\n## ")[0].strip()
+    in_prior = ROOT / "benchmarks" / "results" / f"in_prior_{task}.csv"
+    if in_prior.is_file():  # python -m benchmarks.in_prior ... --csv benchmarks/results/in_prior_TASK.csv
+        from benchmarks.in_prior import lightgbm_table
+
         lines += [
             "How far the network is from its own prior (fresh prior tables, paired with LightGBM; per family "
             f"and per feature count in `benchmarks/results/in_prior_{task}.md`):",
             "",
-            table,
+            lightgbm_table(pd.read_csv(in_prior)),
             "",
         ]
     if (state / "HISTORY.md").is_file():
