@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = args.context_rows
     print(f"| dataset | seed | all rows | one {rows}-row context | a {rows}-row context per member |")
     print("|---|---|---|---|---|")
+    scores: list[list[float]] = []
     for entry in bdata.local_datasets(args.data_dir, args.datasets.split(",")):
         task = "regression" if entry.task == "regression" else "classification"
         base = TabFMRegressor if task == "regression" else TabFMClassifier
@@ -68,13 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for seed in (int(s) for s in args.seeds.split(",")):
             split = bdata.make_split(entry.load(), seed, max_train_rows=args.max_train_rows, max_test_rows=1000)
-            cells = []
+            cells, row = [], []
             for make in variants:
                 start = time.perf_counter()
                 model = make().fit(split.X_train, split.y_train)
                 score = _score(model, task, split.X_test, split.y_test)
+                row.append(score)
                 cells.append(f"{score:.4f} ({time.perf_counter() - start:.1f} s)")
+            scores.append(row)
             print(f"| {entry.name} | {seed} | " + " | ".join(cells) + " |", flush=True)
+    if len(scores) > 1:
+        a = np.asarray(scores)
+        diffs = a[:, 1:] - a[:, :1]  # each subsample variant minus all rows, per split
+        se = diffs.std(axis=0, ddof=1) / np.sqrt(len(a))
+        print(f"\nMean over {len(a)} splits: all rows {a[:, 0].mean():.4f}; one shared context "
+              f"{a[:, 1].mean():.4f} ({diffs[:, 0].mean():+.4f} ± {se[0]:.4f}); a context per member "
+              f"{a[:, 2].mean():.4f} ({diffs[:, 1].mean():+.4f} ± {se[1]:.4f}, above all rows on "
+              f"{int((diffs[:, 1] > 0).sum())} of {len(a)}).")
     return 0
 
 
