@@ -10,9 +10,12 @@ categorical and missing values) it prints the latency of a 1-row ``predict_proba
 :class:`tabfm.OnnxPredictor` on the file written by ``est.to_onnx``. Latency is measured twice:
 end to end from a one-row pandas frame (both paths share the same ``TablePreprocessor``), and on
 the already encoded row (the model alone: ``_predict_proba_encoded`` against ``run_encoded``).
-TabFM's single-row latency is measured with a 1,000-row and a 100,000-row context. TabFM uses the
-shipped checkpoint when it is installed, else a default-size network with random weights (speed
-does not depend on the weights).
+TabFM's single-row latency is measured with a 1,000-row and a ``--big-context-rows`` context
+(10,000 by default). TabFM uses the shipped checkpoint when it is installed, else a default-size
+network with random weights (speed does not depend on the weights). With exact attention over the
+context rows (the shipped checkpoints) the exported graph holds every context row's keys and
+values, so its size and a row's latency grow with the context; with inducing-point attention they
+hold a fixed-size summary.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads for both torch and onnxruntime (default 1: one core)")
     parser.add_argument("--families", default="tabfm,tabm,tabr")
     parser.add_argument("--train-rows", type=int, default=1000)
-    parser.add_argument("--big-context-rows", type=int, default=100_000, help="TabFM's second context size (0: skip)")
+    parser.add_argument("--big-context-rows", type=int, default=10_000, help="TabFM's second context size (0: skip)")
     parser.add_argument("--max-epochs", type=int, default=3, help="TabM/TabR epochs (speed does not depend on them)")
     parser.add_argument("--out", type=Path, help="write the tables as Markdown here")
     args = parser.parse_args(argv)
@@ -212,8 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             "# onnxruntime vs torch eager on the CPU\n\n"
-            f"Command: `nice -n 10 python -m benchmarks.onnx_speed --threads {args.threads}"
-            f"{' --out ' + str(args.out) if args.out else ''}` (from the repository root).\n\n"
+            f"Command: `nice -n 10 python -m benchmarks.onnx_speed {' '.join(sys.argv[1:] if argv is None else argv)}`"
+            " (from the repository root).\n\n"
             f"Data: synthetic, {N_FEATURES_NUMERIC} numeric columns (10% missing) and {len(CATEGORIES)} categorical, "
             f"3 classes; {args.train_rows:,} training rows; the 1-row and 10,000-row test tables are drawn separately.\n\n"
             + table + "\n\n" + "\n".join(f"- {n}" for n in [*notes, environment]) + "\n"

@@ -359,7 +359,8 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
     ("kind", "params", "field"),
     [("tabm", {"max_epochs": 0}, "max_epochs"), ("tabfm", {"checkpoint": "/etc/passwd"}, "checkpoint"),
      ("tabr", {"device": "cuda"}, "device"), ("tabfm", [1], "params"),
-     ("tabfm", {"numeric_transform": "log"}, "numeric_transform")],
+     ("tabfm", {"numeric_transform": "log"}, "numeric_transform"),
+     ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows")],
 )
 def test__create__bad_params__422_names_field(client: Any, frame: pd.DataFrame, kind: str, params: Any, field: str) -> None:
     r = client.post("/v1/models", params={"target": "label", "kind": kind, "params": json.dumps(params)},
