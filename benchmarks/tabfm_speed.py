@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 
 def _time(make, X_train, y_train, X_test, repeats: int) -> tuple[float, float]:
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
 
     import torch
@@ -62,13 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     _time(candidates["tabfm (n_estimators=1)"], X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
     rows = {name: _time(make, X_train, y_train, X_test, args.repeats) for name, make in candidates.items()}
     base = sum(rows["lightgbm"])
-    print(f"fit + predict, {args.train} train x {args.test} test x {args.features} features, "
-          f"{args.threads} threads, median of {args.repeats} (cpu: {os.cpu_count()} cores, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})")
+    load = os.getloadavg()
+    header = (
+        f"fit + predict, {args.train} train x {args.test} test x {args.features} features, "
+        f"{args.threads} threads, median of {args.repeats} (cpu: {os.cpu_count()} cores, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {load[0]:.1f} at the end)"
+    )
+    lines = ["| model | fit s | predict s | total s | x lightgbm |", "|---|---:|---:|---:|---:|"]
+    print(header)
     print(f"{'model':34s} {'fit s':>8s} {'predict s':>10s} {'total s':>8s} {'x lightgbm':>11s}")
     for name, (fit_s, predict_s) in rows.items():
         total = fit_s + predict_s
         print(f"{name:34s} {fit_s:8.3f} {predict_s:10.3f} {total:8.3f} {total / base:11.2f}")
+        lines.append(f"| {name} | {fit_s:.3f} | {predict_s:.3f} | {total:.3f} | {total / base:.2f} |")
+    if args.out is not None:
+        command = "python -m benchmarks.tabfm_speed " + " ".join(sys.argv[1:] if argv is None else argv)
+        args.out.write_text(
+            f"# TabFM against LightGBM: fit + predict time\n\nCommand: `{command}`\n\n{header}.\n\n"
+            + "\n".join(lines) + "\n"
+        )
     return 0
 
 
