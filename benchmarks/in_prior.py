@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import pandas as pd
 
-from benchmarks.report import markdown_table
+from benchmarks.report import command_line, markdown_table
 from benchmarks.run import macro_ovr_auc
 
 SEED_TAG = 11  # derive_seed(seed, SEED_TAG, i): a sub-stream disjoint from the batches' (tag 2)
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, help="write the per-table scores here")
     p.add_argument("--from-csv", type=Path, help="only summarise the per-table scores of an earlier run")
     args = p.parse_args(argv)
-    args.command = " ".join(sys.argv[1:] if argv is None else argv)
+    args.command = command_line("benchmarks.in_prior", argv)
     if args.from_csv:
         frame = pd.read_csv(args.from_csv)
         args.train_rows, args.test_rows = int(frame["n_train"].iloc[0]), int(frame["n_test"].iloc[0])
@@ -163,7 +162,7 @@ def _write_summary(frame: pd.DataFrame, args: argparse.Namespace, seconds: float
     header = [
         f"# In-prior check ({args.task})",
         "",
-        f"- Command: `python -m benchmarks.in_prior {args.command}`",
+        f"- Command: `{args.command}`",
         f"- {len(frame)} tables of the `default` prior (seed {args.seed}), {args.train_rows:,} training and "
         f"{args.test_rows:,} test rows, 2-30 features; {metric}; TabFM's default ensemble; LightGBM defaults; "
         "one thread" + ("" if math.isnan(seconds) else f"; {seconds:.0f} s")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+
+from benchmarks.report import command_line
 
 N_LATENCY = 200
 N_WARMUP = 100  # the first calls of a process run slower (allocators, caches)
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             "# onnxruntime vs torch eager on the CPU\n\n"
-            f"Command: `nice -n 10 python -m benchmarks.onnx_speed {' '.join(sys.argv[1:] if argv is None else argv)}`"
+            f"Command: `nice -n 10 {command_line('benchmarks.onnx_speed', argv)}`"
             " (from the repository root).\n\n"
             f"Data: synthetic, {N_FEATURES_NUMERIC} numeric columns (10% missing) and {len(CATEGORIES)} categorical, "
             f"3 classes; {args.train_rows:,} training rows; the 1-row and 10,000-row test tables are drawn separately.\n\n"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,12 @@ def summarise(results: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     summary.attrs["n_reg"] = int((~is_cls).sum())
     summary.attrs["n_datasets"] = len(per_dataset)
     return summary
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """``python -m MODULE ARGS`` as it was run: ``argv`` when ``main(argv)`` was called, else the process's."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", "-m", module, *(shlex.quote(str(a)) for a in args)])
 
 
 def markdown_table(frame: pd.DataFrame, floatfmt: dict[str, str] | None = None) -> str:

@@ -27,7 +27,6 @@ import csv
 import logging
 import math
 import multiprocessing
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -364,7 +363,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     print(
         f"\n{len(results)} rows in {args.out}; this invocation ran {todo} fits in {elapsed:.0f} s"
     )
-    command = "python -m benchmarks.run " + " ".join(shlex.quote(str(a)) for a in args.argv)
+    command = report.command_line("benchmarks.run", args.argv)
     if args.summary:
         header = tabfm_checkpoint_lines() if "tabfm" in models else []
         report.write_markdown(args.summary, summary, results, command=command, notes=notes, header=header)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -71,18 +70,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} threads, median of {args.repeats} (cpu: {os.cpu_count()} cores, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {load[0]:.1f} at the end)"
     )
-    lines = ["| model | fit s | predict s | total s | x lightgbm |", "|---|---:|---:|---:|---:|"]
     print(header)
     print(f"{'model':34s} {'fit s':>8s} {'predict s':>10s} {'total s':>8s} {'x lightgbm':>11s}")
     for name, (fit_s, predict_s) in rows.items():
         total = fit_s + predict_s
         print(f"{name:34s} {fit_s:8.3f} {predict_s:10.3f} {total:8.3f} {total / base:11.2f}")
-        lines.append(f"| {name} | {fit_s:.3f} | {predict_s:.3f} | {total:.3f} | {total / base:.2f} |")
     if args.out is not None:
-        command = "python -m benchmarks.tabfm_speed " + " ".join(sys.argv[1:] if argv is None else argv)
+        import pandas as pd
+
+        from benchmarks.report import command_line, markdown_table
+
+        table = pd.DataFrame(
+            [(fit_s, predict_s, fit_s + predict_s, (fit_s + predict_s) / base) for fit_s, predict_s in rows.values()],
+            index=pd.Index(list(rows), name="model"),
+            columns=["fit s", "predict s", "total s", "x lightgbm"],
+        )
         args.out.write_text(
-            f"# TabFM against LightGBM: fit + predict time\n\nCommand: `{command}`\n\n{header}.\n\n"
-            + "\n".join(lines) + "\n"
+            f"# TabFM against LightGBM: fit + predict time\n\nCommand: `{command_line('benchmarks.tabfm_speed', argv)}`"
+            f"\n\n{header}.\n\n{markdown_table(table, {'x lightgbm': '.2f'})}\n"
         )
     return 0
 
