@@ -3,7 +3,9 @@
 Every estimator follows scikit-learn's ``fit(X, y)`` / ``predict`` / ``predict_proba`` and takes
 the runner's pandas frames as they are: numeric columns (NaN for missing) and ``category`` columns.
 Classifiers are fitted on labels ``0..k-1``; the runner maps their probability columns back to the
-dataset's classes. Add a model by adding an entry to ``MODELS``: the runner has no list of names.
+dataset's classes. Add a model by adding an entry to ``MODELS``: the runner has no list of names. A name may carry
+constructor parameters, ``tabfm[n_estimators=2]`` (values are Python literals, several separated by
+``;``), so variants of one model run side by side under their own names in the results.
 
 The GBDTs run with default parameters, two threads and native categorical support. The neural
 models import ``tabfm`` lazily, so a model that is not available yet records its ``ImportError`` in
@@ -12,6 +14,8 @@ the results instead of stopping the run.
 
 from __future__ import annotations
 
+import ast
+import re
 import time
 from collections.abc import Callable
 
@@ -243,10 +247,38 @@ MODELS: dict[str, Callable[[str, int], object]] = {
 }
 
 
-def make_model(name: str, task: str, seed: int):
-    """Build the estimator registered as ``name``; an unknown name raises ``KeyError``."""
+_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w]*)(?:\[(?P<params>[^\[\]]*)\])?$")
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """Split ``"tabfm[n_estimators=2; softmax_temperature=0.9]"`` into a name and parameters."""
+    match = _SPEC.match(spec.strip())
+    if match is None:
+        raise ValueError(f"model {spec!r}: expected NAME or NAME[key=value; ...]")
+    params: dict[str, object] = {}
+    for item in filter(None, (t.strip() for t in (match["params"] or "").split(";"))):
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"model {spec!r}: parameter {item!r} is not key=value")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()  # a bare word such as device=cpu
+        params[key.strip()] = value
+    return match["name"], params
+
+
+def make_model(spec: str, task: str, seed: int):
+    """Build the estimator registered as ``spec``'s name with its parameters set.
+
+    An unknown name raises ``KeyError``; a parameter the estimator lacks raises ``ValueError``.
+    """
+    name, params = parse_model_spec(spec)
     try:
         factory = MODELS[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(MODELS)}") from None
-    return factory(task, seed)
+    model = factory(task, seed)
+    if params:
+        model.set_params(**params)
+    return model

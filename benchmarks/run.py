@@ -27,6 +27,7 @@ import csv
 import logging
 import math
 import multiprocessing
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from benchmarks import data as bdata
 from benchmarks import report
-from benchmarks.models import MODELS, make_model
+from benchmarks.models import MODELS, make_model, parse_model_spec
 
 logger = logging.getLogger("benchmarks.run")
 
@@ -215,7 +216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cache-dir", type=Path, default=None, help="OpenML cache folder (with --suite)"
     )
     p.add_argument("--models", default="linear,lightgbm,xgboost,catboost",
-                   help=f"comma-separated names from the registry: {', '.join(MODELS)}")  # fmt: skip
+                   help=f"comma-separated names from the registry: {', '.join(MODELS)}; parameters "
+                        "as NAME[key=value; ...], e.g. tabfm[n_estimators=2]")  # fmt: skip
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (splits): 0..N-1")
     p.add_argument("--max-train-rows", type=int, default=10_000)
     p.add_argument("--max-test-rows", type=int, default=None)
@@ -270,7 +272,8 @@ def tabfm_checkpoint_lines() -> list[str]:
 
 
 def _split_list(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+    """Comma-separated items; commas inside ``[...]`` (model parameters) do not split."""
+    return [t.strip() for t in re.split(r",(?![^\[]*\])", text or "") if t.strip()]
 
 
 def list_datasets(args: argparse.Namespace) -> list[bdata.DatasetEntry]:
@@ -365,7 +368,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     )
     command = report.command_line("benchmarks.run", args.argv)
     if args.summary:
-        header = tabfm_checkpoint_lines() if "tabfm" in models else []
+        uses_tabfm = any(parse_model_spec(m)[0] == "tabfm" for m in models)
+        header = tabfm_checkpoint_lines() if uses_tabfm else []
         report.write_markdown(args.summary, summary, results, command=command, notes=notes, header=header)
         print(f"summary written to {args.summary}")
     if args.plot:

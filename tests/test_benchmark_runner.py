@@ -116,6 +116,30 @@ def test_run__same_split_for_every_model(tiny_dir, tmp_path):
     assert (sizes == 1).all().all()
 
 
+def test_run__parameterised_model__runs_beside_the_default_under_its_own_name(tiny_dir, tmp_path):
+    out = tmp_path / "results.csv"
+    spec = "lightgbm[n_estimators=3; learning_rate=0.5]"
+    assert brun.main(_argv(tiny_dir, out, f"lightgbm,{spec}")) == 0
+    df = pd.read_csv(out)
+    assert sorted(df.model.value_counts().items()) == [("lightgbm", 4), (spec, 4)]
+    assert df.error.isna().all(), df.error.dropna().tolist()
+    # Three trees at a large step predict differently from the default hundred.
+    scores = df.pivot_table(index=["dataset", "seed"], columns="model", values="log_loss")
+    assert not np.allclose(scores["lightgbm"].dropna(), scores[spec].dropna())
+
+
+def test_parse_model_spec__literals_words_and_errors():
+    assert bmodels.parse_model_spec("tabfm") == ("tabfm", {})
+    name, params = bmodels.parse_model_spec("tabfm[n_estimators=2; device=cpu; softmax_temperature=0.9]")
+    assert name == "tabfm" and params == {"n_estimators": 2, "device": "cpu", "softmax_temperature": 0.9}
+    for bad in ("tabfm[n_estimators]", "tabfm[2=3]", "tab fm", "tabfm[a=1"):
+        with pytest.raises(ValueError, match="model"):
+            bmodels.parse_model_spec(bad)
+    with pytest.raises(ValueError):  # scikit-learn names the parameter the estimator lacks
+        bmodels.make_model("tabfm[no_such_parameter=1]", "binary", 0)
+    assert brun._split_list("lightgbm, tabfm[a=1; b=2],xgboost") == ["lightgbm", "tabfm[a=1; b=2]", "xgboost"]
+
+
 def test_suite__openml_unreachable__fails_within_seconds(tmp_path, monkeypatch):
     openml = pytest.importorskip("openml")
     # A TEST-NET address never answers, so this exercises the connect timeout online or offline.
