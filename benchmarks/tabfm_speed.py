@@ -1,10 +1,12 @@
 """Fit + predict time of TabFM against LightGBM, side by side in one run.
 
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
+        [--n-estimators 1,2,8]
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
-``repeats`` runs and the ratio to LightGBM's. TabFM runs with one ensemble member and with its
-default ensemble, using the shipped checkpoint.
+``repeats`` runs and the ratio to LightGBM's. TabFM runs with each ensemble size of
+``--n-estimators`` and with its default ensemble, using the shipped checkpoint (what the sizes
+cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``).
 
 Run it on a quiet machine without ``OMP_WAIT_POLICY=PASSIVE``: LightGBM's OpenMP threads then spin
 between its many short parallel regions, and its 2-thread fit of 1,000 rows took 0.09 s, against
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n-estimators", default="1,2,8", help="comma-separated ensemble sizes besides the default")
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
 
@@ -53,15 +56,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     X, y = make_classification(
-        n_samples=args.train + args.test, n_features=args.features, n_informative=min(10, args.features), random_state=0
+        n_samples=args.train + args.test, n_features=args.features, n_informative=min(10, args.features),
+        n_redundant=min(2, args.features - min(10, args.features)), random_state=0
     )
     X_train, X_test, y_train = X[: args.train], X[args.train :], y[: args.train]
-    candidates = {
-        "lightgbm": lambda: LGBMClassifier(n_jobs=args.threads, verbose=-1),
-        "tabfm (n_estimators=1)": lambda: TabFMClassifier(n_estimators=1, device="cpu"),
-        "tabfm (default, n_estimators=4)": lambda: TabFMClassifier(device="cpu"),
-    }
-    _time(candidates["tabfm (n_estimators=1)"], X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
+    default = TabFMClassifier().n_estimators
+    sizes = sorted({int(n) for n in args.n_estimators.split(",") if n.strip()} | {default})
+    if sizes[0] < 1:
+        parser.error(f"--n-estimators: sizes must be >= 1, got {args.n_estimators}")
+    candidates = {"lightgbm": lambda: LGBMClassifier(n_jobs=args.threads, verbose=-1)}
+    for n in sizes:
+        name = f"tabfm (default, n_estimators={n})" if n == default else f"tabfm (n_estimators={n})"
+        candidates[name] = lambda n=n: TabFMClassifier(n_estimators=n, device="cpu")
+    _time(lambda: TabFMClassifier(n_estimators=1, device="cpu"), X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
     rows = {name: _time(make, X_train, y_train, X_test, args.repeats) for name, make in candidates.items()}
     base = sum(rows["lightgbm"])
     load = os.getloadavg()
