@@ -275,13 +275,15 @@ def plot(results: pd.DataFrame, models: list[str], path: Path) -> None:
             ax.hlines(
                 sub[m].mean(), x[i] + offset - 0.14, x[i] + offset + 0.14, color="black", lw=2
             )
-    ax.set_xticks(x, models)
+    long_names = max(map(len, models)) > 10  # e.g. tabfm[n_estimators=8]: slant them apart
+    ax.set_xticks(x, models, rotation=20 if long_names else 0, ha="right" if long_names else "center")
     ax.set_ylabel("normalised score per dataset (1 = best model)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(
         f"Per-dataset scores, min-max over models\n(box: quartiles, black bar: mean; {len(complete)} datasets)"
     )
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8, frameon=False)
+    below = -0.3 if long_names else -0.07  # under the slanted names
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, below), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
 
     ax = axes[1]
@@ -291,7 +293,7 @@ def plot(results: pd.DataFrame, models: list[str], path: Path) -> None:
             ax.text(x[i], 0, "no score", ha="center", va="bottom", fontsize=8, rotation=90)
             continue
         ax.text(x[i], v, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
-    ax.set_xticks(x, models, rotation=30)
+    ax.set_xticks(x, models, rotation=30, ha="right")
     ax.set_ylabel("mean rank (lower is better)")
     ax.set_title("Mean rank over datasets")
 
@@ -299,7 +301,7 @@ def plot(results: pd.DataFrame, models: list[str], path: Path) -> None:
     ax.bar(x, summary["median_fit_s"], color="tab:gray", label="fit")
     ax.bar(x, summary["median_predict_s"], color="tab:red", alpha=0.8, width=0.4, label="predict")
     ax.set_yscale("log")
-    ax.set_xticks(x, models, rotation=30)
+    ax.set_xticks(x, models, rotation=30, ha="right")
     ax.set_ylabel("median seconds per dataset × seed")
     ax.set_title("Median fit / predict time")
     ax.legend(fontsize=8)
