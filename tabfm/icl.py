@@ -215,6 +215,9 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
     ----------
     n_estimators : int, default 4
         Ensemble members (feature, category and class permutations; raw and quantile inputs).
+        Time grows linearly with it; accuracy with diminishing returns: on the 44 classification
+        datasets of ``benchmarks/results/tabfm_ensemble_size.md`` 1, 2, 4 and 8 members gave mean
+        ROC-AUC 0.888, 0.897, 0.903 and 0.906.
     softmax_temperature : float, default 0.9
         Logits are divided by it before the softmax; below 1 sharpens the probabilities.
     numeric_transform : {"mixed", "none", "quantile"}, default "mixed"
@@ -330,6 +333,8 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
     Parameters
     ----------
     n_estimators : int, default 4
+        As for :class:`TabFMClassifier`: mean R² 0.623, 0.630, 0.635 and 0.636 with 1, 2, 4 and 8
+        members on the 20 regression datasets.
     softmax_temperature : float, default 1.0
     numeric_transform : {"none", "mixed", "quantile"}, default "none"
         As for :class:`TabFMClassifier`, but raw values by default: on the checkpoint-selection
