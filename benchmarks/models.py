@@ -3,9 +3,9 @@
 Every estimator follows scikit-learn's ``fit(X, y)`` / ``predict`` / ``predict_proba`` and takes
 the runner's pandas frames as they are: numeric columns (NaN for missing) and ``category`` columns.
 Classifiers are fitted on labels ``0..k-1``; the runner maps their probability columns back to the
-dataset's classes. Add a model by adding an entry to ``MODELS``: the runner has no list of names. A name may carry
-constructor parameters, ``tabfm[n_estimators=2]`` (values are Python literals, several separated by
-``;``), so variants of one model run side by side under their own names in the results.
+dataset's classes. Add a model by adding an entry to ``MODELS``: the runner has no list of names.
+A name may carry constructor parameters, ``tabfm[n_estimators=2]`` (values are Python literals,
+several separated by ``;``), so variants of one model run side by side under their own names.
 
 The GBDTs run with default parameters, two threads and native categorical support. The neural
 models import ``tabfm`` lazily, so a model that is not available yet records its ``ImportError`` in

@@ -288,6 +288,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     models = _split_list(args.models)
     if not models:
         raise ValueError("--models is empty")
+    # A malformed spec stops the run here; an unknown name is recorded per row like any failing model.
+    model_names = {parse_model_spec(m)[0] for m in models}
     if args.tabfm_checkpoints is not None:  # read by tabfm (and by spawned workers, which inherit it)
         os.environ["TABFM_CHECKPOINT_DIR"] = str(args.tabfm_checkpoints.resolve())
     entries = list_datasets(args)
@@ -368,8 +370,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     )
     command = report.command_line("benchmarks.run", args.argv)
     if args.summary:
-        uses_tabfm = any(parse_model_spec(m)[0] == "tabfm" for m in models)
-        header = tabfm_checkpoint_lines() if uses_tabfm else []
+        header = tabfm_checkpoint_lines() if "tabfm" in model_names else []
         report.write_markdown(args.summary, summary, results, command=command, notes=notes, header=header)
         print(f"summary written to {args.summary}")
     if args.plot:

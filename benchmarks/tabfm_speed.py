@@ -37,6 +37,16 @@ def _time(make, X_train, y_train, X_test, repeats: int) -> tuple[float, float]:
     return statistics.median(fits), statistics.median(predicts)
 
 
+def _sizes(text: str) -> set[int]:
+    try:
+        sizes = {int(n) for n in text.split(",") if n.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=1000)
@@ -44,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-estimators", default="1,2,8", help="comma-separated ensemble sizes besides the default")
+    parser.add_argument("--n-estimators", type=_sizes, default="1,2,8", help="comma-separated ensemble sizes besides the default")
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
 
@@ -55,15 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     from tabfm import TabFMClassifier
 
     torch.set_num_threads(args.threads)
+    informative = min(10, args.features)
     X, y = make_classification(
-        n_samples=args.train + args.test, n_features=args.features, n_informative=min(10, args.features),
-        n_redundant=min(2, args.features - min(10, args.features)), random_state=0
+        n_samples=args.train + args.test, n_features=args.features, n_informative=informative,
+        n_redundant=min(2, args.features - informative), random_state=0
     )
     X_train, X_test, y_train = X[: args.train], X[args.train :], y[: args.train]
     default = TabFMClassifier().n_estimators
-    sizes = sorted({int(n) for n in args.n_estimators.split(",") if n.strip()} | {default})
-    if sizes[0] < 1:
-        parser.error(f"--n-estimators: sizes must be >= 1, got {args.n_estimators}")
+    sizes = sorted(args.n_estimators | {default})
     candidates = {"lightgbm": lambda: LGBMClassifier(n_jobs=args.threads, verbose=-1)}
     for n in sizes:
         name = f"tabfm (default, n_estimators={n})" if n == default else f"tabfm (n_estimators={n})"

@@ -13,7 +13,7 @@ from benchmarks import tabfm_speed
 
 
 @pytest.mark.slow
-def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path, capsys):
+def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     out = tmp_path / "speed.md"
     argv = ["--train", "40", "--test", "10", "--features", "4", "--repeats", "1", "--n-estimators", "1,2", "--out", str(out)]
     assert tabfm_speed.main(argv) == 0
