@@ -42,6 +42,12 @@ class TabFMParams(_Params):
         "exactly over them: fitting 10,000 rows takes ~20 s of CPU and the stored ONNX file ~250 MB.",
     )
     max_features: int | None = Field(50, ge=1, le=500)
+    context: Literal["global", "local", "mixed"] = Field(
+        "global",
+        description="rows a test row reads: all training rows (served through onnxruntime), or with 'local' "
+        "and 'mixed' its local_rows nearest ones in some or all members (served by torch, ~100x slower per member)",
+    )
+    local_rows: int = Field(128, ge=8, le=2048)
 
 
 class _TrainedParams(_Params):

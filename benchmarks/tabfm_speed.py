@@ -1,12 +1,13 @@
 """Fit + predict time of TabFM against LightGBM, side by side in one run.
 
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
-        [--n-estimators 1,2,8]
+        [--n-estimators 1,2,8] [--contexts mixed,local]
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
 ``repeats`` runs and the ratio to LightGBM's. TabFM runs with each ensemble size of
 ``--n-estimators`` and with its default ensemble, using the shipped checkpoint (what the sizes
-cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``).
+cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``), then the default ensemble with
+each ``context`` of ``--contexts`` (local members run one table per test row).
 
 Run it on a quiet machine without ``OMP_WAIT_POLICY=PASSIVE``: LightGBM's OpenMP threads then spin
 between its many short parallel regions, and its 2-thread fit of 1,000 rows took 0.09 s, against
@@ -47,6 +48,14 @@ def _sizes(text: str) -> set[int]:
     return sizes
 
 
+def _contexts(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ("mixed", "local")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"contexts must be mixed and/or local, however: {', '.join(bad)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=1000)
@@ -55,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-estimators", type=_sizes, default="1,2,8", help="comma-separated ensemble sizes besides the default")
+    parser.add_argument("--contexts", type=_contexts, default="", help="comma-separated contexts besides 'global': mixed, local")
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
 
@@ -77,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         name = f"tabfm (default, n_estimators={n})" if n == default else f"tabfm (n_estimators={n})"
         candidates[name] = lambda n=n: TabFMClassifier(n_estimators=n, device="cpu")
+    for context in args.contexts:
+        candidates[f"tabfm (context={context})"] = lambda c=context: TabFMClassifier(context=c, device="cpu")
     _time(lambda: TabFMClassifier(n_estimators=1, device="cpu"), X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
     rows = {name: _time(make, X_train, y_train, X_test, args.repeats) for name, make in candidates.items()}
     base = sum(rows["lightgbm"])

@@ -163,6 +163,22 @@ class BarDistribution(nn.Module):
         )
         return p @ centres
 
+    def cdf(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Cumulative probability ``(..., Q)`` at values ``y (..., Q)``; the inverse of :meth:`quantile`."""
+        self._check(logits)
+        p = torch.softmax(logits, dim=-1)
+        cum = torch.cumsum(p, dim=-1)
+        b = self.borders.to(p.dtype)
+        w = self.widths.to(p.dtype)
+        y = y.to(p.dtype)
+        k = torch.bucketize(y.contiguous(), b[1:-1].contiguous())  # bin index in [0, n_bins)
+        before = torch.where(k > 0, cum.gather(-1, (k - 1).clamp_min(0)), torch.zeros_like(y))
+        frac = ((y - b[k]) / w[k]).clamp(0.0, 1.0)
+        left = 2.0 * torch.special.ndtr(-(b[1] - y).clamp_min(0) / w[0])
+        right = 2.0 * torch.special.ndtr((y - b[-2]).clamp_min(0) / w[-1]) - 1.0
+        frac = torch.where(k == 0, left, torch.where(k == self.n_bins - 1, right, frac))
+        return before + p.gather(-1, k) * frac
+
     def median(self, logits: Tensor) -> Tensor:
         """Median ``(...)`` of the predicted distribution."""
         return self.quantile(logits, 0.5)

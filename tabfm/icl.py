@@ -7,8 +7,10 @@ then runs only the test rows against those summaries, in chunks that bound memor
 Ensemble members differ by a feature permutation (and a feature subset when there are more
 features than ``max_features``), a shuffled order of each categorical column's codes, a class
 permutation, and (``numeric_transform="mixed"``, the classifier's default) the numeric
-preprocessing: raw values for even members, a quantile-normal map for odd ones. Their
-probabilities are averaged. With more classes than the network's outputs, each
+preprocessing: raw values for even members, a quantile-normal map for odd ones; and, with
+``context="local"`` or ``"mixed"``, by the rows a test row reads: a local member runs each test
+row with its nearest training rows as the whole context, instead of against the cached summary
+of all of them. Their probabilities are averaged. With more classes than the network's outputs, each
 member sees a random balanced grouping of the classes (an error-correcting output code) and
 class scores are decoded from the sum of the members' log-probabilities.
 """
@@ -26,9 +28,11 @@ from models.icl import ICLContext, ICLTransformer
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
 from tabfm.checkpoint import load_checkpoint, network_from_state, read_card, shipped_checkpoint
 from tabfm.errors import TabFMValidationError
+from tabfm.neighbours import NeighbourIndex
 from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
 
 NUMERIC_TRANSFORMS = ("mixed", "none", "quantile")
+CONTEXTS = ("global", "local", "mixed")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Member:
     quantile: bool  # numeric columns through the quantile-normal map
     code_maps: list[np.ndarray | None]  # per used column: code -> member code (NaN for missing/unseen)
     class_map: np.ndarray | None  # (n_classes,) class -> network output index (a permutation or a grouping)
+    local: bool = False  # each test row reads its nearest training rows instead of all of them
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,13 +51,14 @@ class Member:
             "quantile": self.quantile,
             "code_maps": [None if m is None else np.nan_to_num(m, nan=-1).astype(int).tolist() for m in self.code_maps],
             "class_map": None if self.class_map is None else self.class_map.tolist(),
+            "local": self.local,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Member:
         maps = [None if m is None else np.where(np.asarray(m) < 0, np.nan, np.asarray(m, dtype=np.float64)) for m in d["code_maps"]]
         class_map = None if d["class_map"] is None else np.asarray(d["class_map"], dtype=np.int64)
-        return cls(np.asarray(d["features"], dtype=np.int64), bool(d["quantile"]), maps, class_map)
+        return cls(np.asarray(d["features"], dtype=np.int64), bool(d["quantile"]), maps, class_map, bool(d.get("local", False)))
 
 
 class _TabFMBase(TabularEstimator):
@@ -88,6 +94,13 @@ class _TabFMBase(TabularEstimator):
                 f"numeric_transform must be one of {', '.join(map(repr, NUMERIC_TRANSFORMS))}, "
                 f"however: numeric_transform={self.numeric_transform!r}"
             )
+        if self.context not in CONTEXTS:
+            raise TabFMValidationError(
+                f"context must be one of {', '.join(map(repr, CONTEXTS))}, however: context={self.context!r}"
+            )
+        k = self.local_rows
+        if not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
+            raise TabFMValidationError(f"local_rows must be a positive integer, however: local_rows={k!r}")
         self.network_ = self._load_network()
         if self.max_context_rows is not None and len(X_enc) > self.max_context_rows:
             keep = self._context_subsample(y_enc, rng)
@@ -98,7 +111,7 @@ class _TabFMBase(TabularEstimator):
         self.members_ = [self._make_member(i, rng) for i in range(self._n_members())]
         quantile = numeric.any() and any(m.quantile for m in self.members_)
         self.scaler_ = NumericScaler("quantile").fit(X_enc[:, numeric]) if quantile else None
-        self._encode_contexts()
+        self._prepare_contexts()
 
     def _context_subsample(self, y_enc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.sort(rng.choice(len(y_enc), size=self.max_context_rows, replace=False))
@@ -121,7 +134,13 @@ class _TabFMBase(TabularEstimator):
             mapping[FIRST_CATEGORY_CODE:] = rng.permutation(n_known) if index > 0 else np.arange(n_known)
             code_maps.append(mapping)
         quantile = self.numeric_transform == "quantile" or (self.numeric_transform == "mixed" and index % 2 == 1)
-        return Member(features.astype(np.int64), quantile=quantile, code_maps=code_maps, class_map=self._class_map(index, rng))
+        # "mixed": members 1, 2, 5, 6, ... are local, so that with the mixed numeric transform
+        # every pairing of raw/quantile inputs with global/local contexts occurs.
+        local = self.context == "local" or (self.context == "mixed" and (index + 1) // 2 % 2 == 1)
+        local = local and int(self.local_rows) < len(self.X_train_)  # else the context is every row anyway
+        return Member(
+            features.astype(np.int64), quantile=quantile, code_maps=code_maps, class_map=self._class_map(index, rng), local=local
+        )
 
     def _class_map(self, index: int, rng: np.random.Generator) -> np.ndarray | None:
         return None
@@ -143,24 +162,62 @@ class _TabFMBase(TabularEstimator):
     def _train_targets(self, member: Member) -> np.ndarray:
         raise NotImplementedError
 
+    def _prepare_contexts(self) -> None:
+        """Global members: a summary of all training rows each. Local members: a neighbour index."""
+        self.contexts_: list[ICLContext | None] = []
+        self.neighbour_index_ = None
+        if any(m.local for m in self.members_):
+            self.neighbour_index_ = NeighbourIndex(
+                self.preprocessor_.categorical_mask_, self.preprocessor_.cardinalities_
+            ).fit(self.X_train_)
+        self._encode_contexts()
+
     @torch.inference_mode()
     def _encode_contexts(self) -> None:
-        self.contexts_: list[ICLContext] = []
         for member in self.members_:
+            if member.local:
+                self.contexts_.append(None)
+                continue
             x, cat = self._member_table(member, self.X_train_)
             y = torch.as_tensor(self._train_targets(member), dtype=torch.float32, device=self.device_)[None]
             self.contexts_.append(self.network_.encode_context(x, y, categorical=cat))
 
     # -- predict --------------------------------------------------------------------------------
 
+    def _neighbours(self, X_enc: np.ndarray) -> np.ndarray | None:
+        """``(n, local_rows)`` training-row indices of each row's local context; None without local members."""
+        if self.neighbour_index_ is None:
+            return None
+        return self.neighbour_index_.query(X_enc, int(self.local_rows))
+
+    def _context_targets(self, member: Member, neighbours: np.ndarray) -> np.ndarray:
+        """The member's training targets of each row's local context, ``(n, k)``."""
+        return self._train_targets(member)[neighbours]
+
     @torch.inference_mode()
-    def _member_logits(self, member_index: int, X_enc: np.ndarray) -> np.ndarray:
-        """Logits ``(n, n_outputs)`` of one member, test rows in chunks of ``batch_size``."""
-        member, context = self.members_[member_index], self.contexts_[member_index]
+    def _member_logits(self, member_index: int, X_enc: np.ndarray, neighbours: np.ndarray | None = None) -> np.ndarray:
+        """Logits ``(n, n_outputs)`` of one member, test rows in chunks of ``batch_size``.
+
+        With ``neighbours`` each test row is one table: its local context followed by itself, so
+        a chunk holds ``batch_size // (k + 1)`` test rows and about ``batch_size`` rows in all.
+        """
+        member = self.members_[member_index]
         chunks = []
-        for start in range(0, len(X_enc), self.batch_size):
-            x, _ = self._member_table(member, X_enc[start : start + self.batch_size])
-            chunks.append(self.network_.predict_from_context(context, x)[0].float().cpu().numpy())
+        if not member.local:
+            context = self.contexts_[member_index]
+            for start in range(0, len(X_enc), self.batch_size):
+                x, _ = self._member_table(member, X_enc[start : start + self.batch_size])
+                chunks.append(self.network_.predict_from_context(context, x)[0].float().cpu().numpy())
+            return np.concatenate(chunks, axis=0)
+        x_train, cat = self._member_table(member, self.X_train_)
+        y_context = torch.as_tensor(self._context_targets(member, neighbours), dtype=torch.float32, device=self.device_)
+        step = max(1, self.batch_size // (neighbours.shape[1] + 1))
+        for start in range(0, len(X_enc), step):
+            x_test, _ = self._member_table(member, X_enc[start : start + step])
+            idx = torch.as_tensor(neighbours[start : start + step], device=self.device_)
+            x = torch.cat([x_train[0][idx], x_test[0][:, None]], dim=1)  # (b, k + 1, F)
+            logits = self.network_(x, y_context[start : start + step], categorical=cat.expand(len(idx), -1))
+            chunks.append(logits[:, 0].float().cpu().numpy())
         return np.concatenate(chunks, axis=0)
 
     # -- save / load ----------------------------------------------------------------------------
@@ -194,7 +251,7 @@ class _TabFMBase(TabularEstimator):
             self.scaler_.references_ = np.asarray(meta["scaler"]["references"])
             self.scaler_.quantiles_ = tensors["scaler.quantiles"].cpu().numpy()
         self._restore_target(meta["target"])
-        self._encode_contexts()
+        self._prepare_contexts()
 
     def _target_state(self) -> dict[str, Any]:
         return {}
@@ -231,7 +288,18 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
     max_features : int or None, default 50
         Each member sees at most this many features (a random subset when there are more).
     batch_size : int, default 1024
-        Test rows per forward pass (bounds memory at predict).
+        Test rows per forward pass (bounds memory at predict); a local member runs
+        ``batch_size // (local_rows + 1)`` test rows, each with its context, per pass.
+    context : {"global", "local", "mixed"}, default "global"
+        Which training rows a test row reads. ``"global"``: all of them, through one summary per
+        member computed at fit. ``"local"``: its ``local_rows`` nearest training rows
+        (:mod:`tabfm.neighbours`), read as a table of their own, so the network resolves the
+        local structure (and, in regression, the local spread of the target) instead of the
+        whole table's; this costs a forward pass of ``local_rows + 1`` rows per test row and
+        member, about 100 times a global member's predict time. ``"mixed"``: members 1, 2, 5,
+        6, ... are local and the others global.
+    local_rows : int, default 128
+        Rows in a local context. With at most this many training rows every member is global.
     categorical_features : list of str or int, optional
         Columns to treat as categorical besides those with a categorical dtype.
     device : str, default "auto"
@@ -265,6 +333,8 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         max_context_rows: int | None = 10_000,
         max_features: int | None = 50,
         batch_size: int = 1024,
+        context: str = "global",
+        local_rows: int = 128,
         categorical_features: Any = None,
         device: str = "auto",
         random_state: Any = 0,
@@ -276,6 +346,8 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         self.max_context_rows = max_context_rows
         self.max_features = max_features
         self.batch_size = batch_size
+        self.context = context
+        self.local_rows = local_rows
         self.categorical_features = categorical_features
         self.device = device
         self.random_state = random_state
@@ -309,8 +381,9 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         n_out = self.network_.config.n_outputs
         grouped = self.n_classes_ > n_out
         total = np.zeros((len(X_enc), self.n_classes_))
+        neighbours = self._neighbours(X_enc)
         for i, member in enumerate(self.members_):
-            logits = self._member_logits(i, X_enc)
+            logits = self._member_logits(i, X_enc, neighbours)
             used = int(member.class_map.max()) + 1  # outputs this member's context can produce
             logits = logits[:, :used] / self.softmax_temperature
             log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
@@ -340,8 +413,9 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         As for :class:`TabFMClassifier`, but raw values by default: on the checkpoint-selection
         splits the quantile-normal members lowered the regressor's mean R² (raw 0.621, mixed
         0.612, quantile 0.585 with the step-8,033 checkpoint), on 197_cpu_act from 0.83 to 0.33.
-    checkpoint, max_context_rows, max_features, batch_size, categorical_features, device, random_state
-        As for :class:`TabFMClassifier`.
+    checkpoint, max_context_rows, max_features, batch_size, context, local_rows, categorical_features, device, random_state
+        As for :class:`TabFMClassifier`. A local member's bins cover the standardised targets of
+        its context; the members' mixture is taken on the target's own scale.
 
     Examples
     --------
@@ -363,6 +437,8 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         max_context_rows: int | None = 10_000,
         max_features: int | None = 50,
         batch_size: int = 1024,
+        context: str = "global",
+        local_rows: int = 128,
         categorical_features: Any = None,
         device: str = "auto",
         random_state: Any = 0,
@@ -374,6 +450,8 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         self.max_context_rows = max_context_rows
         self.max_features = max_features
         self.batch_size = batch_size
+        self.context = context
+        self.local_rows = local_rows
         self.categorical_features = categorical_features
         self.device = device
         self.random_state = random_state
@@ -392,17 +470,57 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
     def _restore_target(self, state: dict[str, Any]) -> None:
         self.y_mean_, self.y_std_ = float(state["y_mean"]), float(state["y_std"])
 
-    def _mixture_logits(self, X_enc: np.ndarray) -> torch.Tensor:
-        """Log of the members' averaged bin probabilities, ``(n, n_bins)``."""
-        log_ps = []
-        for i in range(len(self.members_)):
-            logits = torch.as_tensor(self._member_logits(i, X_enc)) / self.softmax_temperature
-            log_ps.append(torch.log_softmax(logits, dim=-1))
-        return torch.logsumexp(torch.stack(log_ps), dim=0) - np.log(len(log_ps))
+    def _local_affine(self, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation ``(n,)`` of each local context's standardised targets."""
+        z = ((self.y_train_ - self.y_mean_) / self.y_std_)[neighbours]
+        return z.mean(axis=1), np.maximum(z.std(axis=1), 1e-3)
+
+    def _context_targets(self, member: Member, neighbours: np.ndarray) -> np.ndarray:
+        # Each local context is standardised on its own, as every pretraining table was: the bins
+        # then resolve the local spread of the target instead of the whole training set's.
+        shift, scale = self._local_affine(neighbours)
+        return ((self._train_targets(member)[neighbours] - shift[:, None]) / scale[:, None]).astype(np.float32)
+
+    def _member_distributions(self, X_enc: np.ndarray) -> list[tuple[torch.Tensor, Any, Any]]:
+        """Per member: logits ``(n, n_bins)`` (temperature applied) and the ``(shift, scale)`` that
+        take its bins' standardised values to the target's standardised scale."""
+        neighbours = self._neighbours(X_enc)
+        affine = None
+        if neighbours is not None:
+            shift, scale = self._local_affine(neighbours)
+            affine = (torch.as_tensor(shift)[:, None], torch.as_tensor(scale)[:, None])  # (n, 1)
+        out = []
+        for i, member in enumerate(self.members_):
+            logits = torch.as_tensor(self._member_logits(i, X_enc, neighbours)).double() / self.softmax_temperature
+            out.append((logits, *(affine if member.local else (0.0, 1.0))))
+        return out
+
+    def _quantiles(self, X_enc: np.ndarray, levels: list[float]) -> np.ndarray:
+        """Quantiles ``(n, len(levels))`` of the members' mixture, in the target's units."""
+        bar = self.network_.bar_distribution.cpu()
+        members = self._member_distributions(X_enc)
+        if len({m.local for m in self.members_}) == 1:  # one scale for all: mix the bins directly
+            mixture = torch.logsumexp(torch.stack([torch.log_softmax(m[0], -1) for m in members]), 0)
+            z = bar.quantile(mixture, levels) * members[0][2] + members[0][1]
+        else:
+            # Global and local members bin different scales: bisect the mixture's CDF, which at
+            # level q lies between the smallest and the largest member quantile.
+            q = torch.as_tensor(levels, dtype=torch.float64)
+            each = torch.stack([bar.quantile(lg, levels) * scale + shift for lg, shift, scale in members])
+            lo, hi = each.amin(0), each.amax(0)  # (n, Q)
+            for _ in range(50):
+                mid = 0.5 * (lo + hi)
+                cdf = sum(bar.cdf(lg, (mid - shift) / scale) for lg, shift, scale in members) / len(members)
+                below = cdf < q
+                lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+            z = 0.5 * (lo + hi)
+        return z.numpy() * self.y_std_ + self.y_mean_
 
     def _predict_encoded(self, X_enc: np.ndarray) -> np.ndarray:
         bar = self.network_.bar_distribution.cpu()
-        return bar.mean(self._mixture_logits(X_enc)).numpy() * self.y_std_ + self.y_mean_
+        members = self._member_distributions(X_enc)
+        z = sum(bar.mean(lg)[:, None] * scale + shift for lg, shift, scale in members) / len(members)
+        return np.asarray(z, dtype=np.float64).reshape(len(X_enc)) * self.y_std_ + self.y_mean_
 
     def predict(self, X: Any, output: str = "mean", quantiles: Any = None) -> np.ndarray:
         """Predict the mean (default), the ``"median"``, or ``"quantiles"`` (shape (n, len(quantiles)))."""
@@ -411,12 +529,9 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         if output not in ("median", "quantiles"):
             raise TabFMValidationError(f"output must be 'mean', 'median' or 'quantiles', however: output={output!r}")
         X_enc = self._transform(X)
-        bar = self.network_.bar_distribution.cpu()
-        logits = self._mixture_logits(X_enc)
         if output == "median":
-            return bar.median(logits).numpy() * self.y_std_ + self.y_mean_
+            return self._quantiles(X_enc, [0.5])[:, 0]
         q = np.atleast_1d(np.asarray(quantiles if quantiles is not None else [0.1, 0.5, 0.9], dtype=np.float64))
         if np.any((q <= 0) | (q >= 1)):
             raise TabFMValidationError(f"quantiles must lie strictly between 0 and 1, however: quantiles={q.tolist()}")
-        values = bar.quantile(logits, q.tolist()).numpy()
-        return values.reshape(len(X_enc), len(q)) * self.y_std_ + self.y_mean_
+        return self._quantiles(X_enc, q.tolist()).reshape(len(X_enc), len(q))

@@ -460,6 +460,12 @@ def build_graph(est: Any) -> nn.Module:
     """The exportable module of a fitted estimator: encoded rows ``(R, F)`` -> the graph output."""
     if not getattr(est, "is_fitted_", False):
         raise NotFittedError(f"This {type(est).__name__} instance is not fitted yet; call fit before exporting it")
+    if getattr(est, "neighbour_index_", None) is not None:
+        raise TabFMValidationError(
+            f"cannot export a {type(est).__name__} with context={est.context!r}: the ONNX graph holds one summary "
+            "of all training rows per member, and local members read each test row's own neighbours; refit with "
+            "context='global' to export"
+        )
     return _GRAPHS[family_of(est)](est).eval()
 
 

@@ -360,7 +360,8 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
     [("tabm", {"max_epochs": 0}, "max_epochs"), ("tabfm", {"checkpoint": "/etc/passwd"}, "checkpoint"),
      ("tabr", {"device": "cuda"}, "device"), ("tabfm", [1], "params"),
      ("tabfm", {"numeric_transform": "log"}, "numeric_transform"),
-     ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows")],
+     ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows"),
+     ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows")],
 )
 def test__create__bad_params__422_names_field(client: Any, frame: pd.DataFrame, kind: str, params: Any, field: str) -> None:
     r = client.post("/v1/models", params={"target": "label", "kind": kind, "params": json.dumps(params)},
@@ -549,6 +550,18 @@ def test__restart__models_survive_with_identical_predictions(tmp_path: Path, che
         assert c.get("/health").json()["models_loaded"] == 1  # warmed at start-up
         after = c.post(f"/v1/models/{model_id}/predict", json=rows).json()
     assert after == before
+
+
+def test__create_tabfm__local_context__served_by_torch_with_reason(client: Any, frame: pd.DataFrame) -> None:
+    params = json.dumps({"context": "mixed", "local_rows": 16, "n_estimators": 2})
+    r = client.post("/v1/models", params={"target": "label", "kind": "tabfm", "params": params},
+                    content=frame.drop(columns="value").to_csv(index=False), headers=CSV)
+    assert r.status_code == 201, r.text
+    info = client.get(f"/v1/models/{r.json()['id']}").json()
+    assert info["runtime"] == "torch"  # the ONNX graph holds global contexts only
+    rows = json.loads(features(frame).head(5).to_json(orient="records"))
+    p = client.post(f"/v1/models/{r.json()['id']}/predict", json=rows)
+    assert p.status_code == 200, p.text
 
 
 def test__onnx_export_fails__estimator_serves_and_health_says_so(tmp_path: Path, checkpoints: dict[str, Path], frame: pd.DataFrame,

@@ -1,0 +1,43 @@
+"""Nearest training rows of each query row, for the local contexts of the TabFM estimators.
+
+Distances are Euclidean in the space where TabR retrieves (:class:`tabfm.training.FeatureEncoder`):
+numeric columns quantile-mapped to a standard normal (missing values at the median, plus a 0/1
+missingness indicator), and categorical columns one-hot scaled by ``1/sqrt(2)``, so that two
+different categories lie at distance 1, as two numeric values one standard deviation apart do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.tabr import exact_search
+from tabfm.training import FeatureEncoder
+
+
+class NeighbourIndex:
+    """Exact k-nearest-neighbour search over the rows of an encoded training table."""
+
+    def __init__(self, categorical_mask: np.ndarray, cardinalities: np.ndarray) -> None:
+        self.encoder = FeatureEncoder(categorical_mask, cardinalities)
+
+    def fit(self, X_enc: np.ndarray) -> NeighbourIndex:
+        self.encoder.fit(X_enc)
+        self.points_ = self._embed(X_enc)
+        return self
+
+    def _embed(self, X_enc: np.ndarray) -> torch.Tensor:
+        x_num, x_cat = self.encoder.transform(X_enc)
+        parts = [] if x_num is None else [torch.as_tensor(x_num)]
+        if x_cat is not None:
+            for j, card in enumerate(self.encoder.cat_cardinalities):
+                codes = torch.as_tensor(x_cat[:, j]).clamp(0, max(card, 1) - 1)
+                parts.append(F.one_hot(codes, max(card, 1)).float() * 0.5**0.5)
+        if not parts:  # no features at all: every row is equally near
+            return torch.zeros(len(X_enc), 1)
+        return torch.cat(parts, dim=1)
+
+    def query(self, X_enc: np.ndarray, k: int) -> np.ndarray:
+        """``(n, k)`` int64 indices of each row's ``k`` nearest training rows, nearest first."""
+        return exact_search(self._embed(X_enc), self.points_, k).numpy()

@@ -1,0 +1,166 @@
+"""TabFM estimators with local contexts: a local member's test row reads only its nearest training rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import make_classification, make_regression
+
+from tabfm.errors import TabFMValidationError
+from tabfm.icl import TabFMClassifier, TabFMRegressor
+from tabfm.neighbours import NeighbourIndex
+from tests.test_tabfm import _tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("ckpt")
+    return {task: _tiny_checkpoint(directory, task, "full") for task in ("classification", "regression")}
+
+
+def _regression(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    X, y = make_regression(n_samples=n, n_features=4, noise=5.0, random_state=seed)
+    return X, y * 50 + 3000  # far from standardised units: the local map back must be right
+
+
+def test__neighbour_index__nearest_first_and_categories_at_distance_one() -> None:
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=200), rng.integers(2, 5, size=200)])  # column 1: codes 2-4
+    index = NeighbourIndex(np.array([False, True]), np.array([0, 5])).fit(X)
+    queries = X[:5]
+    found = index.query(queries, 10)
+    points, q = index._embed(X).numpy(), index._embed(queries).numpy()
+    expected = np.argsort(((q[:, None] - points[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(found, expected)
+    assert np.all(found[:, 0] == np.arange(5))  # a row's nearest training row is itself
+    # two rows with the same x and different categories lie at distance exactly 1
+    pair = index._embed(np.array([[0.3, 2.0], [0.3, 4.0]])).numpy()
+    assert float(((pair[0] - pair[1]) ** 2).sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__local_context__covering_all_training_rows__same_as_global(ckpts: dict[str, Path], task: str) -> None:
+    if task == "classification":
+        X, y = make_classification(n_samples=120, n_features=5, random_state=0)
+        cls = TabFMClassifier
+    else:
+        X, y = _regression(120)
+        cls = TabFMRegressor
+    whole = cls(checkpoint=ckpts[task], n_estimators=2).fit(X[:90], y[:90])
+    local = cls(checkpoint=ckpts[task], n_estimators=2, context="local", local_rows=90).fit(X[:90], y[:90])
+    assert local.neighbour_index_ is None  # every row reads the whole table: the global path
+    out = (lambda m: m.predict_proba(X[90:])) if task == "classification" else (lambda m: m.predict(X[90:]))
+    np.testing.assert_array_equal(out(local), out(whole))
+
+
+def test__local_context__equals_a_fit_on_the_neighbours_alone(ckpts: dict[str, Path]) -> None:
+    """A test row's local prediction is what a model fitted on its k nearest rows predicts."""
+    X, y = _regression()
+    k = 40
+    local = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=1, context="local", local_rows=k).fit(X[:120], y[:120])
+    assert local.neighbour_index_ is not None and local.contexts_ == [None]
+    neighbours = local.neighbour_index_.query(local._transform(X[120:]), k)
+    for row in (0, 7, 29):
+        alone = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=1).fit(X[neighbours[row]], y[neighbours[row]])
+        for output in ("mean", "median"):
+            np.testing.assert_allclose(
+                local.predict(X[120 + row : 121 + row], output=output),
+                alone.predict(X[120 + row : 121 + row], output=output),
+                rtol=1e-4,
+            )
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__local_context__test_rows_independent_and_save_load_identical(ckpts: dict[str, Path], task: str, tmp_path: Path) -> None:
+    if task == "classification":
+        X, y = make_classification(n_samples=150, n_features=5, n_classes=3, n_informative=3, random_state=1)
+        model = TabFMClassifier(checkpoint=ckpts[task], n_estimators=2, context="local", local_rows=30, batch_size=70).fit(X[:100], y[:100])
+        predict = model.predict_proba
+    else:
+        X, y = _regression()
+        model = TabFMRegressor(checkpoint=ckpts[task], n_estimators=2, context="local", local_rows=30, batch_size=70).fit(X[:100], y[:100])
+        predict = model.predict
+    full = predict(X[100:])
+    np.testing.assert_allclose(predict(X[100:][::3]), full[::3], rtol=1e-5, atol=1e-6)
+    loaded = type(model).load(model.save(tmp_path / "local"), device="cpu")
+    assert (loaded.context, loaded.local_rows) == ("local", 30)
+    loaded_predict = loaded.predict_proba if task == "classification" else loaded.predict
+    np.testing.assert_allclose(loaded_predict(X[100:]), full, rtol=1e-6)
+
+
+def test__local_context__regression_quantiles_ordered_and_constant_neighbourhoods_finite(ckpts: dict[str, Path]) -> None:
+    X, y = _regression()
+    y = np.where(X[:, 0] > 0, 10.0, -4.0)  # a step: most local contexts hold a single value
+    model = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=2, context="local", local_rows=20).fit(X[:120], y[:120])
+    mean = model.predict(X[120:])
+    q = model.predict(X[120:], output="quantiles", quantiles=[0.1, 0.5, 0.9])
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(q))
+    assert np.all(np.diff(q, axis=1) >= -1e-6)
+    np.testing.assert_allclose(q[:, 1], model.predict(X[120:], output="median"), rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_estimators", [1, 2, 4, 8])
+def test__mixed_context__local_members_cross_the_numeric_transform(ckpts: dict[str, Path], n_estimators: int) -> None:
+    X, y = make_classification(n_samples=100, n_features=4, random_state=0)
+    model = TabFMClassifier(checkpoint=ckpts["classification"], n_estimators=n_estimators, context="mixed", local_rows=20).fit(X, y)
+    pattern = [(m.quantile, m.local) for m in model.members_]
+    expected = [(False, False), (True, True), (False, True), (True, False)] * 2
+    assert pattern == expected[:n_estimators]
+    assert [c is None for c in model.contexts_] == [m.local for m in model.members_]
+
+
+def test__mixed_context__regression_quantiles_invert_the_mixture_cdf(ckpts: dict[str, Path]) -> None:
+    X, y = _regression()
+    model = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=2, context="mixed", local_rows=25).fit(X[:120], y[:120])
+    levels = [0.05, 0.3, 0.5, 0.9]
+    q = model.predict(X[120:], output="quantiles", quantiles=levels)
+    assert np.all(np.diff(q, axis=1) > 0)
+    np.testing.assert_allclose(q[:, 2], model.predict(X[120:], output="median"), rtol=1e-9)
+    # the mixture's CDF at each returned quantile is its level
+    members = model._member_distributions(model._transform(X[120:]))
+    bar = model.network_.bar_distribution
+    z = torch.as_tensor((q - model.y_mean_) / model.y_std_)
+    cdf = sum(bar.cdf(lg, (z - shift) / scale) for lg, shift, scale in members) / len(members)
+    np.testing.assert_allclose(cdf.numpy(), np.broadcast_to(levels, q.shape), atol=1e-6)
+    # the mean is the average of the members' means, each on its own scale
+    means = [(bar.mean(lg)[:, None] * scale + shift)[:, 0] for lg, shift, scale in members]
+    np.testing.assert_allclose(model.predict(X[120:]), (sum(means) / 2).numpy() * model.y_std_ + model.y_mean_, rtol=1e-9)
+    assert not np.allclose(means[0], means[1], rtol=1e-3)  # the two members differ: a real mixture
+
+
+def test__local_context__categorical_frame__runs_and_sums_to_one(ckpts: dict[str, Path]) -> None:
+    rng = np.random.default_rng(0)
+    n = 90
+    X = pd.DataFrame({
+        "x": rng.normal(size=n),
+        "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=n)),
+        "gap": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
+    })
+    y = np.where(X["colour"] == "red", "a", "b")
+    model = TabFMClassifier(checkpoint=ckpts["classification"], n_estimators=2, context="local", local_rows=16).fit(X[:60], y[:60])
+    proba = model.predict_proba(X[60:])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test__context__unknown_value__error_names_it(ckpts: dict[str, Path]) -> None:
+    with pytest.raises(TabFMValidationError, match="context must be one of"):
+        TabFMClassifier(checkpoint=ckpts["classification"], context="nearest").fit(np.eye(4), [0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test__local_context__bad_values__error_names_it(ckpts: dict[str, Path], bad: object) -> None:
+    with pytest.raises(TabFMValidationError, match="local_rows"):
+        TabFMClassifier(checkpoint=ckpts["classification"], context="local", local_rows=bad).fit(np.eye(4), [0, 1, 1, 0])
+
+
+def test__local_context__onnx_export__refused_with_reason(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    from tabfm.onnx_export import export_estimator
+
+    X, y = _regression()
+    model = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=1, context="local", local_rows=20).fit(X, y)
+    with pytest.raises(TabFMValidationError, match="context='local'"):
+        export_estimator(model, tmp_path / "m.onnx")
