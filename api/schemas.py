@@ -45,7 +45,7 @@ class TabFMParams(_Params):
     context: Literal["global", "local", "mixed"] = Field(
         "global",
         description="rows a test row reads: all training rows (served through onnxruntime), or with 'local' "
-        "and 'mixed' its local_rows nearest ones in some or all members (served by torch, ~100x slower per member)",
+        "and 'mixed' its local_rows nearest ones in some or all members (served by torch; a local member's predict is tens of times slower)",
     )
     local_rows: int = Field(128, ge=8, le=2048)
 
