@@ -463,8 +463,11 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         self.y_std_ = float(np.std(y_enc)) or 1.0
         super()._fit_encoded(X_enc, y_enc, rng)
 
+    def _standardised_targets(self) -> np.ndarray:
+        return (self.y_train_ - self.y_mean_) / self.y_std_
+
     def _train_targets(self, member: Member) -> np.ndarray:
-        return ((self.y_train_ - self.y_mean_) / self.y_std_).astype(np.float32)
+        return self._standardised_targets().astype(np.float32)
 
     def _target_state(self) -> dict[str, Any]:
         return {"y_mean": self.y_mean_, "y_std": self.y_std_}
@@ -472,16 +475,17 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
     def _restore_target(self, state: dict[str, Any]) -> None:
         self.y_mean_, self.y_std_ = float(state["y_mean"]), float(state["y_std"])
 
-    def _local_affine(self, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation ``(n,)`` of each local context's standardised targets."""
-        z = ((self.y_train_ - self.y_mean_) / self.y_std_)[neighbours]
+    @staticmethod
+    def _local_affine(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation ``(n,)`` of each local context's standardised targets ``z (n, k)``."""
         return z.mean(axis=1), np.maximum(z.std(axis=1), 1e-3)
 
     def _context_targets(self, member: Member, neighbours: np.ndarray) -> np.ndarray:
         # Each local context is standardised on its own, as every pretraining table was: the bins
         # then resolve the local spread of the target instead of the whole training set's.
-        shift, scale = self._local_affine(neighbours)
-        return ((self._train_targets(member)[neighbours] - shift[:, None]) / scale[:, None]).astype(np.float32)
+        z = self._standardised_targets()[neighbours]
+        shift, scale = self._local_affine(z)
+        return ((z - shift[:, None]) / scale[:, None]).astype(np.float32)
 
     def _member_distributions(self, X_enc: np.ndarray) -> list[tuple[torch.Tensor, Any, Any]]:
         """Per member: logits ``(n, n_bins)`` (temperature applied) and the ``(shift, scale)`` that
@@ -489,7 +493,7 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         neighbours = self._neighbours(X_enc)
         affine = None
         if neighbours is not None:
-            shift, scale = self._local_affine(neighbours)
+            shift, scale = self._local_affine(self._standardised_targets()[neighbours])
             affine = (torch.as_tensor(shift)[:, None], torch.as_tensor(scale)[:, None])  # (n, 1)
         out = []
         for i, member in enumerate(self.members_):
