@@ -45,9 +45,16 @@ class TabFMParams(_Params):
     context: Literal["global", "local", "mixed"] = Field(
         "global",
         description="rows a test row reads: all training rows (served through onnxruntime), or with 'local' "
-        "and 'mixed' its local_rows nearest ones in some or all members (served by torch; a local member's predict is tens of times slower)",
+        "and 'mixed' the local_rows nearest ones in some or all members (served by torch, and slower to predict)",
     )
     local_rows: int = Field(128, ge=8, le=2048)
+    local_anchor_rows: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="null: each test row's local context is its own nearest rows; n: one training row in n is an "
+        "anchor and test rows read their nearest anchor's neighbourhood (faster, less accurate)",
+    )
 
 
 class _TrainedParams(_Params):

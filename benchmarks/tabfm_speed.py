@@ -1,13 +1,14 @@
 """Fit + predict time of TabFM against LightGBM, side by side in one run.
 
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
-        [--n-estimators 1,2,8] [--contexts mixed,local]
+        [--n-estimators 1,2,8] [--contexts mixed,local] [--anchor-rows 4,16]
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
 ``repeats`` runs and the ratio to LightGBM's. TabFM runs with each ensemble size of
 ``--n-estimators`` and with its default ensemble, using the shipped checkpoint (what the sizes
 cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``), then the default ensemble with
-each ``context`` of ``--contexts`` (local members run one table per test row).
+each ``context`` of ``--contexts`` (local members run one table per test row), and with each
+``local_anchor_rows`` of ``--anchor-rows`` (one table per anchor in use).
 
 Run it on a quiet machine without ``OMP_WAIT_POLICY=PASSIVE``: LightGBM's OpenMP threads then spin
 between its many short parallel regions, and its 2-thread fit of 1,000 rows took 0.09 s, against
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-estimators", type=_sizes, default="1,2,8", help="comma-separated ensemble sizes besides the default")
     parser.add_argument("--contexts", type=_contexts, default="", help="comma-separated contexts besides 'global': mixed, local")
+    parser.add_argument(
+        "--anchor-rows", type=_sizes, default="", help="comma-separated local_anchor_rows to time each context with"
+    )
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
 
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         candidates[name] = lambda n=n: TabFMClassifier(n_estimators=n, device="cpu")
     for context in args.contexts:
         candidates[f"tabfm (context={context})"] = lambda c=context: TabFMClassifier(context=c, device="cpu")
+        for rows in sorted(args.anchor_rows):
+            candidates[f"tabfm (context={context}, local_anchor_rows={rows})"] = lambda c=context, r=rows: TabFMClassifier(
+                context=c, local_anchor_rows=r, device="cpu"
+            )
     _time(lambda: TabFMClassifier(n_estimators=1, device="cpu"), X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
     rows = {name: _time(make, X_train, y_train, X_test, args.repeats) for name, make in candidates.items()}
     base = sum(rows["lightgbm"])
@@ -99,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {load[0]:.1f} at the end)"
     )
     print(header)
-    print(f"{'model':34s} {'fit s':>8s} {'predict s':>10s} {'total s':>8s} {'x lightgbm':>11s}")
+    print(f"{'model':48s} {'fit s':>8s} {'predict s':>10s} {'total s':>8s} {'x lightgbm':>11s}")
     for name, (fit_s, predict_s) in rows.items():
         total = fit_s + predict_s
-        print(f"{name:34s} {fit_s:8.3f} {predict_s:10.3f} {total:8.3f} {total / base:11.2f}")
+        print(f"{name:48s} {fit_s:8.3f} {predict_s:10.3f} {total:8.3f} {total / base:11.2f}")
     if args.out is not None:
         import pandas as pd
 

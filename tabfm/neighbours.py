@@ -4,6 +4,10 @@ Distances are Euclidean in the space where TabR retrieves (:class:`tabfm.trainin
 numeric columns quantile-mapped to a standard normal (missing values at the median, plus a 0/1
 missingness indicator), and categorical columns one-hot scaled by ``1/sqrt(2)``, so that two
 different categories lie at distance 1, as two numeric values one standard deviation apart do.
+
+With anchors (a subset of the training rows), a query reads the neighbourhood of its nearest
+anchor instead of its own: queries near one another then share one context, which the estimator
+runs once for all of them, and each query's context still depends on that query alone.
 """
 
 from __future__ import annotations
@@ -22,9 +26,14 @@ class NeighbourIndex:
     def __init__(self, categorical_mask: np.ndarray, cardinalities: np.ndarray) -> None:
         self.encoder = FeatureEncoder(categorical_mask, cardinalities)
 
-    def fit(self, X_enc: np.ndarray) -> NeighbourIndex:
+    def fit(self, X_enc: np.ndarray, k: int, anchors: np.ndarray | None = None) -> NeighbourIndex:
+        """Index the training rows for ``k``-row neighbourhoods; ``anchors``: training-row indices."""
         self.encoder.fit(X_enc)
         self.points_ = self._embed(X_enc)
+        self.k_ = int(k)
+        self.anchors_ = None if anchors is None else np.asarray(anchors, dtype=np.int64)
+        if self.anchors_ is not None:
+            self.anchor_rows_ = exact_search(self.points_[self.anchors_], self.points_, self.k_).numpy()
         return self
 
     def _embed(self, X_enc: np.ndarray) -> torch.Tensor:
@@ -38,6 +47,10 @@ class NeighbourIndex:
             return torch.zeros(len(X_enc), 1)
         return torch.cat(parts, dim=1)
 
-    def query(self, X_enc: np.ndarray, k: int) -> np.ndarray:
-        """``(n, k)`` int64 indices of each row's ``k`` nearest training rows, nearest first."""
-        return exact_search(self._embed(X_enc), self.points_, k).numpy()
+    def query(self, X_enc: np.ndarray) -> np.ndarray:
+        """``(n, k)`` int64 training-row indices of each row's context, nearest first: its own
+        ``k`` nearest rows, or with anchors those of its nearest anchor."""
+        if self.anchors_ is None:
+            return exact_search(self._embed(X_enc), self.points_, self.k_).numpy()
+        nearest = exact_search(self._embed(X_enc), self.points_[self.anchors_], 1).numpy()[:, 0]
+        return self.anchor_rows_[nearest]

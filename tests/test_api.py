@@ -361,7 +361,8 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
      ("tabr", {"device": "cuda"}, "device"), ("tabfm", [1], "params"),
      ("tabfm", {"numeric_transform": "log"}, "numeric_transform"),
      ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows"),
-     ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows")],
+     ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows"),
+     ("tabfm", {"local_anchor_rows": 0}, "local_anchor_rows"), ("tabfm", {"local_anchor_rows": "all"}, "local_anchor_rows")],
 )
 def test__create__bad_params__422_names_field(client: Any, frame: pd.DataFrame, kind: str, params: Any, field: str) -> None:
     r = client.post("/v1/models", params={"target": "label", "kind": kind, "params": json.dumps(params)},
@@ -553,7 +554,7 @@ def test__restart__models_survive_with_identical_predictions(tmp_path: Path, che
 
 
 def test__create_tabfm__local_context__served_by_torch_with_reason(client: Any, frame: pd.DataFrame) -> None:
-    params = json.dumps({"context": "mixed", "local_rows": 16, "n_estimators": 2})
+    params = json.dumps({"context": "mixed", "local_rows": 16, "local_anchor_rows": 5, "n_estimators": 2})
     r = client.post("/v1/models", params={"target": "label", "kind": "tabfm", "params": params},
                     content=frame.drop(columns="value").to_csv(index=False), headers=CSV)
     assert r.status_code == 201, r.text

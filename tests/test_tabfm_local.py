@@ -11,7 +11,7 @@ import torch
 from sklearn.datasets import make_classification, make_regression
 
 from tabfm.errors import TabFMValidationError
-from tabfm.icl import TabFMClassifier, TabFMRegressor
+from tabfm.icl import MAX_QUERIES, TabFMClassifier, TabFMRegressor
 from tabfm.neighbours import NeighbourIndex
 from tests.test_tabfm import _tiny_checkpoint
 
@@ -30,9 +30,9 @@ def _regression(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test__neighbour_index__nearest_first_and_categories_at_distance_one() -> None:
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.normal(size=200), rng.integers(2, 5, size=200)])  # column 1: codes 2-4
-    index = NeighbourIndex(np.array([False, True]), np.array([0, 5])).fit(X)
+    index = NeighbourIndex(np.array([False, True]), np.array([0, 5])).fit(X, 10)
     queries = X[:5]
-    found = index.query(queries, 10)
+    found = index.query(queries)
     points, q = index._embed(X).numpy(), index._embed(queries).numpy()
     expected = np.argsort(((q[:, None] - points[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :10]
     np.testing.assert_array_equal(found, expected)
@@ -40,6 +40,19 @@ def test__neighbour_index__nearest_first_and_categories_at_distance_one() -> Non
     # two rows with the same x and different categories lie at distance exactly 1
     pair = index._embed(np.array([[0.3, 2.0], [0.3, 4.0]])).numpy()
     assert float(((pair[0] - pair[1]) ** 2).sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test__neighbour_index__anchors__a_query_reads_its_nearest_anchors_neighbourhood() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3))
+    anchors = np.sort(rng.choice(300, size=20, replace=False))
+    index = NeighbourIndex(np.zeros(3, bool), np.zeros(3, int)).fit(X, 15, anchors=anchors)
+    queries = rng.normal(size=(40, 3))
+    points, q = index._embed(X).numpy(), index._embed(queries).numpy()
+    nearest_anchor = anchors[np.argmin(((q[:, None] - points[anchors][None]) ** 2).sum(-1), axis=1)]
+    expected = np.argsort(((points[nearest_anchor][:, None] - points[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(index.query(queries), expected)
+    assert np.all(index.query(queries)[:, 0] == nearest_anchor)  # an anchor is its own nearest row
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -57,13 +70,20 @@ def test__local_context__covering_all_training_rows__same_as_global(ckpts: dict[
     np.testing.assert_array_equal(out(local), out(whole))
 
 
-def test__local_context__equals_a_fit_on_the_neighbours_alone(ckpts: dict[str, Path]) -> None:
-    """A test row's local prediction is what a model fitted on its k nearest rows predicts."""
+@pytest.mark.parametrize("anchors", [None, 16])
+def test__local_context__equals_a_fit_on_the_neighbours_alone(ckpts: dict[str, Path], anchors: object) -> None:
+    """A test row's local prediction is what a model fitted on its context rows alone predicts:
+    its own k nearest rows, or with anchors those of its nearest anchor."""
     X, y = _regression()
     k = 40
-    local = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=1, context="local", local_rows=k).fit(X[:120], y[:120])
+    local = TabFMRegressor(
+        checkpoint=ckpts["regression"], n_estimators=1, context="local", local_rows=k, local_anchor_rows=anchors
+    ).fit(X[:120], y[:120])
     assert local.neighbour_index_ is not None and local.contexts_ == [None]
-    neighbours = local.neighbour_index_.query(local._transform(X[120:]), k)
+    assert (local.local_anchors_ is None) == (anchors is None)
+    neighbours = local._neighbours(local._transform(X[120:]))
+    if anchors is None:
+        np.testing.assert_array_equal(neighbours[:, 0], local.neighbour_index_.query(local._transform(X[120:]))[:, 0])
     for row in (0, 7, 29):
         alone = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=1).fit(X[neighbours[row]], y[neighbours[row]])
         for output in ("mean", "median"):
@@ -74,20 +94,28 @@ def test__local_context__equals_a_fit_on_the_neighbours_alone(ckpts: dict[str, P
             )
 
 
+@pytest.mark.parametrize("anchors", [None, 1, 16, 40])
 @pytest.mark.parametrize("task", ["classification", "regression"])
-def test__local_context__test_rows_independent_and_save_load_identical(ckpts: dict[str, Path], task: str, tmp_path: Path) -> None:
+def test__local_context__test_rows_independent_and_save_load_identical(
+    ckpts: dict[str, Path], task: str, anchors: object, tmp_path: Path
+) -> None:
+    params = dict(n_estimators=2, context="local", local_rows=30, local_anchor_rows=anchors, batch_size=70)
     if task == "classification":
         X, y = make_classification(n_samples=150, n_features=5, n_classes=3, n_informative=3, random_state=1)
-        model = TabFMClassifier(checkpoint=ckpts[task], n_estimators=2, context="local", local_rows=30, batch_size=70).fit(X[:100], y[:100])
+        model = TabFMClassifier(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
         predict = model.predict_proba
     else:
         X, y = _regression()
-        model = TabFMRegressor(checkpoint=ckpts[task], n_estimators=2, context="local", local_rows=30, batch_size=70).fit(X[:100], y[:100])
+        model = TabFMRegressor(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
         predict = model.predict
     full = predict(X[100:])
     np.testing.assert_allclose(predict(X[100:][::3]), full[::3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(X[100:][::-1]), full[::-1], rtol=1e-5, atol=1e-6)
     loaded = type(model).load(model.save(tmp_path / "local"), device="cpu")
-    assert (loaded.context, loaded.local_rows) == ("local", 30)
+    assert (loaded.context, loaded.local_rows, loaded.local_anchor_rows) == ("local", 30, anchors)
+    assert (model.local_anchors_ is None) == (anchors in (None, 1))
+    if model.local_anchors_ is not None:
+        np.testing.assert_array_equal(loaded.local_anchors_, model.local_anchors_)
     loaded_predict = loaded.predict_proba if task == "classification" else loaded.predict
     np.testing.assert_allclose(loaded_predict(X[100:]), full, rtol=1e-6)
 
@@ -151,10 +179,33 @@ def test__context__unknown_value__error_names_it(ckpts: dict[str, Path]) -> None
         TabFMClassifier(checkpoint=ckpts["classification"], context="nearest").fit(np.eye(4), [0, 1, 1, 0])
 
 
+def test__local_anchor_rows__rows_sharing_an_anchor_share_one_table(ckpts: dict[str, Path]) -> None:
+    X, y = make_classification(n_samples=400, n_features=4, random_state=2)
+    model = TabFMClassifier(
+        checkpoint=ckpts["classification"], n_estimators=1, context="local", local_rows=24, local_anchor_rows=16
+    ).fit(X[:160], y[:160])
+    assert len(model.local_anchors_) == 10  # one anchor per 16 training rows
+    tables = []
+    forward = model.network_.forward
+    model.network_.forward = lambda x, *a, **kw: tables.append(x.shape) or forward(x, *a, **kw)
+    model.predict_proba(X[160:])
+    _, per_anchor = np.unique(model._neighbours(model._transform(X[160:]))[:, 0], return_counts=True)
+    assert len(per_anchor) <= 10
+    # one table per anchor in use, split when more than MAX_QUERIES test rows read it
+    assert sum(shape[0] for shape in tables) == int(np.ceil(per_anchor / MAX_QUERIES).sum()) < 240
+    assert all(shape[1] > 24 + 1 for shape in tables)  # each holds several test rows
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
 def test__local_context__bad_values__error_names_it(ckpts: dict[str, Path], bad: object) -> None:
     with pytest.raises(TabFMValidationError, match="local_rows"):
         TabFMClassifier(checkpoint=ckpts["classification"], context="local", local_rows=bad).fit(np.eye(4), [0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "all"])
+def test__local_anchor_rows__bad_values__error_names_it(ckpts: dict[str, Path], bad: object) -> None:
+    with pytest.raises(TabFMValidationError, match="local_anchor_rows"):
+        TabFMClassifier(checkpoint=ckpts["classification"], context="local", local_anchor_rows=bad).fit(np.eye(4), [0, 1, 1, 0])
 
 
 def test__local_context__onnx_export__refused_with_reason(ckpts: dict[str, Path], tmp_path: Path) -> None:

@@ -16,13 +16,13 @@ from benchmarks import tabfm_speed
 def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     out = tmp_path / "speed.md"
     argv = ["--train", "40", "--test", "10", "--features", "4", "--repeats", "1", "--n-estimators", "1,2", "--contexts", "mixed",
-            "--out", str(out)]
+            "--anchor-rows", "8", "--out", str(out)]
     assert tabfm_speed.main(argv) == 0
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| lightgbm") or line.startswith("| tabfm")]
     names = [row.split("|")[1].strip() for row in rows]
     assert names == ["lightgbm", "tabfm (n_estimators=1)", "tabfm (n_estimators=2)", "tabfm (default, n_estimators=4)",
-                     "tabfm (context=mixed)"]
+                     "tabfm (context=mixed)", "tabfm (context=mixed, local_anchor_rows=8)"]
     assert rows[0].rstrip(" |").endswith("1.00")  # LightGBM is the unit
     assert "--n-estimators 1,2" in text
 
