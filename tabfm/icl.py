@@ -241,7 +241,6 @@ class _TabFMBase(TabularEstimator):
                 chunks.append(self.network_.predict_from_context(context, x)[0].float().cpu().numpy())
             return np.concatenate(chunks, axis=0)
         x_train, cat = self._member_table(member, self.X_train_)
-        x_test, _ = self._member_table(member, X_enc)
         sets, owner = np.unique(neighbours, axis=0, return_inverse=True)
         y_sets = torch.as_tensor(self._context_targets(member, sets), dtype=torch.float32, device=self.device_)
         tables = _query_tables(owner.reshape(-1), MAX_QUERIES)  # (set, test rows), largest first
@@ -255,7 +254,8 @@ class _TabFMBase(TabularEstimator):
             set_ids = np.array([t[0] for t in batch])
             rows = np.stack([np.pad(t[1], (0, width - len(t[1])), mode="edge") for t in batch])  # (b, width)
             context = torch.as_tensor(sets[set_ids], device=self.device_)  # (b, k)
-            x = torch.cat([x_train[0][context], x_test[0][torch.as_tensor(rows, device=self.device_)]], dim=1)
+            x_test, _ = self._member_table(member, X_enc[rows.reshape(-1)])  # only this pass's rows: bounded memory
+            x = torch.cat([x_train[0][context], x_test[0].unflatten(0, rows.shape)], dim=1)
             y = y_sets[torch.as_tensor(set_ids, device=self.device_)]
             logits = self.network_(x, y, categorical=cat.expand(len(batch), -1)).float().cpu().numpy()
             if out is None:
