@@ -64,6 +64,14 @@ class Member:
 MAX_QUERIES = 64  # test rows in one local table beside its context
 
 
+def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
+        kind = "a positive integer or None" if allow_none else "a positive integer"
+        raise TabFMValidationError(f"{name} must be {kind}, however: {name}={value!r}")
+
+
 def _query_tables(owner: np.ndarray, max_queries: int) -> list[tuple[int, np.ndarray]]:
     """Group test rows by the context they read: ``(context index, row indices)`` pairs of at most
     ``max_queries`` rows, largest first, so that batching pads little."""
@@ -114,14 +122,8 @@ class _TabFMBase(TabularEstimator):
             raise TabFMValidationError(
                 f"context must be one of {', '.join(map(repr, CONTEXTS))}, however: context={self.context!r}"
             )
-        k = self.local_rows
-        if not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
-            raise TabFMValidationError(f"local_rows must be a positive integer, however: local_rows={k!r}")
-        a = self.local_anchor_rows
-        if not (a is None or (isinstance(a, (int, np.integer)) and not isinstance(a, bool) and a >= 1)):
-            raise TabFMValidationError(
-                f"local_anchor_rows must be a positive integer or None, however: local_anchor_rows={a!r}"
-            )
+        _check_positive_int("local_rows", self.local_rows)
+        _check_positive_int("local_anchor_rows", self.local_anchor_rows, allow_none=True)
         self.network_ = self._load_network()
         if self.max_context_rows is not None and len(X_enc) > self.max_context_rows:
             keep = self._context_subsample(y_enc, rng)
@@ -138,9 +140,9 @@ class _TabFMBase(TabularEstimator):
     def _choose_anchors(self, rng: np.random.Generator) -> np.ndarray | None:
         """Training rows whose neighbourhoods are the local contexts (a random subset, so that
         anchors are dense where the rows are); None: every test row gets its own."""
-        n = len(self.X_train_)
         if self.local_anchor_rows is None or self.local_anchor_rows <= 1:
             return None
+        n = len(self.X_train_)
         return np.sort(rng.choice(n, size=-(-n // int(self.local_anchor_rows)), replace=False))
 
     def _context_subsample(self, y_enc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -245,7 +247,7 @@ class _TabFMBase(TabularEstimator):
         y_sets = torch.as_tensor(self._context_targets(member, sets), dtype=torch.float32, device=self.device_)
         tables = _query_tables(owner.reshape(-1), MAX_QUERIES)  # (set, test rows), largest first
         k = sets.shape[1]
-        out = None
+        out = np.empty((len(X_enc), self.network_.config.n_outputs), dtype=np.float32)
         start = 0
         while start < len(tables):
             width = len(tables[start][1])  # the batch's widest table; narrower ones repeat a row
@@ -258,9 +260,7 @@ class _TabFMBase(TabularEstimator):
             x = torch.cat([x_train[0][context], x_test[0].unflatten(0, rows.shape)], dim=1)
             y = y_sets[torch.as_tensor(set_ids, device=self.device_)]
             logits = self.network_(x, y, categorical=cat.expand(len(batch), -1)).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(X_enc), logits.shape[-1]), dtype=np.float32)
-            out[rows.reshape(-1)] = logits.reshape(-1, logits.shape[-1])
+            out[rows.reshape(-1)] = logits.reshape(-1, out.shape[1])
             start = stop
         return out
 

@@ -81,9 +81,12 @@ def test__local_context__equals_a_fit_on_the_neighbours_alone(ckpts: dict[str, P
     ).fit(X[:120], y[:120])
     assert local.neighbour_index_ is not None and local.contexts_ == [None]
     assert (local.local_anchors_ is None) == (anchors is None)
-    neighbours = local._neighbours(local._transform(X[120:]))
-    if anchors is None:
-        np.testing.assert_array_equal(neighbours[:, 0], local.neighbour_index_.query(local._transform(X[120:]))[:, 0])
+    X_test = local._transform(X[120:])
+    neighbours = local._neighbours(X_test)
+    if anchors is None:  # each row's context is its own k nearest training rows
+        points, q = local.neighbour_index_._embed(local.X_train_).numpy(), local.neighbour_index_._embed(X_test).numpy()
+        expected = np.argsort(((q[:, None] - points[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(neighbours, expected)
     for row in (0, 7, 29):
         alone = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=1).fit(X[neighbours[row]], y[neighbours[row]])
         for output in ("mean", "median"):
