@@ -10,6 +10,12 @@ cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``), then the defau
 each ``context`` of ``--contexts`` (local members run one table per test row), and with each
 ``local_anchor_rows`` of ``--anchor-rows`` (one table per anchor in use).
 
+Each TabFM row also gives the network's work, counted in one extra untimed run
+(:class:`benchmarks.flop_count.FlopCount`: matrix products and attention), and the rate it ran at;
+the footer says how much work fits in the time of the speed target (3x LightGBM) at the default
+ensemble's rate, and how long that work would take at the rate of a large matrix product on the
+same threads: the most that faster kernels alone could buy.
+
 Run it on a quiet machine without ``OMP_WAIT_POLICY=PASSIVE``: LightGBM's OpenMP threads then spin
 between its many short parallel regions, and its 2-thread fit of 1,000 rows took 0.09 s, against
 0.57 s with PASSIVE (which the benchmark runner sets because it shares the cores). The policy in
@@ -39,11 +45,36 @@ def _time(make, X_train, y_train, X_test, repeats: int) -> tuple[float, float]:
     return statistics.median(fits), statistics.median(predicts)
 
 
+def _gflop(make, X_train, y_train, X_test) -> tuple[float, float]:
+    """GFLOP of one fit + predict, and the share of it spent in attention."""
+    from benchmarks.flop_count import FlopCount
+
+    with FlopCount() as count:
+        make().fit(X_train, y_train).predict_proba(X_test)
+    return count.total / 1e9, count.attention / max(count.total, 1)
+
+
+def _gemm_rate(repeats: int = 5) -> float:
+    """GFLOP/s of a large float32 matrix product on the current threads: what dense kernels reach here."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 2048**3 / best / 1e9
+
+
 def _sizes(text: str) -> set[int]:
     try:
         sizes = {int(n) for n in text.split(",") if n.strip()}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if any(n < 1 for n in sizes):
         raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
     return sizes
@@ -53,7 +84,9 @@ def _contexts(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in ("mixed", "local")]
     if bad:
-        raise argparse.ArgumentTypeError(f"contexts must be mixed and/or local, however: {', '.join(bad)}")
+        raise argparse.ArgumentTypeError(
+            f"contexts must be mixed and/or local, however: {', '.join(bad)}"
+        )
     return names
 
 
@@ -64,14 +97,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-estimators", type=_sizes, default="1,2,8", help="comma-separated ensemble sizes besides the default")
-    parser.add_argument("--contexts", type=_contexts, default="", help="comma-separated contexts besides 'global': mixed, local")
     parser.add_argument(
-        "--anchor-rows", type=_sizes, default="", help="comma-separated local_anchor_rows to time each context with"
+        "--n-estimators",
+        type=_sizes,
+        default="1,2,8",
+        help="comma-separated ensemble sizes besides the default",
+    )
+    parser.add_argument(
+        "--contexts",
+        type=_contexts,
+        default="",
+        help="comma-separated contexts besides 'global': mixed, local",
+    )
+    parser.add_argument(
+        "--anchor-rows",
+        type=_sizes,
+        default="",
+        help="comma-separated local_anchor_rows to time each context with",
     )
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
 
+    import pandas as pd
     import torch
     from lightgbm import LGBMClassifier
     from sklearn.datasets import make_classification
@@ -81,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     informative = min(10, args.features)
     X, y = make_classification(
-        n_samples=args.train + args.test, n_features=args.features, n_informative=informative,
-        n_redundant=min(2, args.features - informative), random_state=0
+        n_samples=args.train + args.test,
+        n_features=args.features,
+        n_informative=informative,
+        n_redundant=min(2, args.features - informative),
+        random_state=0,
     )
     X_train, X_test, y_train = X[: args.train], X[args.train :], y[: args.train]
     default = TabFMClassifier().n_estimators
@@ -92,38 +142,83 @@ def main(argv: list[str] | None = None) -> int:
         name = f"tabfm (default, n_estimators={n})" if n == default else f"tabfm (n_estimators={n})"
         candidates[name] = lambda n=n: TabFMClassifier(n_estimators=n, device="cpu")
     for context in args.contexts:
-        candidates[f"tabfm (context={context})"] = lambda c=context: TabFMClassifier(context=c, device="cpu")
+        candidates[f"tabfm (context={context})"] = lambda c=context: TabFMClassifier(
+            context=c, device="cpu"
+        )
         for rows in sorted(args.anchor_rows):
-            candidates[f"tabfm (context={context}, local_anchor_rows={rows})"] = lambda c=context, r=rows: TabFMClassifier(
-                context=c, local_anchor_rows=r, device="cpu"
+            candidates[f"tabfm (context={context}, local_anchor_rows={rows})"] = (
+                lambda c=context, r=rows: TabFMClassifier(
+                    context=c, local_anchor_rows=r, device="cpu"
+                )
             )
-    _time(lambda: TabFMClassifier(n_estimators=1, device="cpu"), X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
-    rows = {name: _time(make, X_train, y_train, X_test, args.repeats) for name, make in candidates.items()}
+    _time(
+        lambda: TabFMClassifier(n_estimators=1, device="cpu"),
+        X_train[:50],
+        y_train[:50],
+        X_test[:50],
+        1,
+    )  # warm-up
+    rows = {
+        name: _time(make, X_train, y_train, X_test, args.repeats)
+        for name, make in candidates.items()
+    }
+    work = {
+        name: _gflop(make, X_train, y_train, X_test)
+        for name, make in candidates.items()
+        if name != "lightgbm"
+    }
     base = sum(rows["lightgbm"])
+    nan = (float("nan"), float("nan"))
+    table = pd.DataFrame(
+        [
+            (
+                fit_s,
+                predict_s,
+                fit_s + predict_s,
+                (fit_s + predict_s) / base,
+                gflop,
+                gflop / (fit_s + predict_s),
+                share,
+            )
+            for name, (fit_s, predict_s) in rows.items()
+            for gflop, share in [work.get(name, nan)]
+        ],
+        index=pd.Index(list(rows), name="model"),
+        columns=[
+            "fit s",
+            "predict s",
+            "total s",
+            "x lightgbm",
+            "GFLOP",
+            "GFLOP/s",
+            "attention share",
+        ],
+    )
+    default_row = table.loc[f"tabfm (default, n_estimators={default})"]
+    rate, peak = default_row["GFLOP/s"], _gemm_rate()
+    footer = (
+        f"At the default ensemble's rate ({rate:.0f} GFLOP/s), 3x LightGBM's time ({3 * base:.3f} s) "
+        f"leaves {3 * base * rate:.1f} GFLOP; the default ensemble does {default_row['GFLOP']:.1f}, "
+        f"{default_row['attention share']:.0%} of it in attention. Even at the rate of a 2048 x 2048 "
+        f"float32 matrix product here ({peak:.0f} GFLOP/s), that work would take "
+        f"{default_row['GFLOP'] / peak:.3f} s, {default_row['GFLOP'] / peak / base:.1f}x LightGBM."
+    )
     load = os.getloadavg()
     header = (
         f"fit + predict, {args.train} train x {args.test} test x {args.features} features, "
         f"{args.threads} threads, median of {args.repeats} (cpu: {os.cpu_count()} cores, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {load[0]:.1f} at the end)"
     )
+    formats = {"x lightgbm": ".2f", "GFLOP": ".1f", "GFLOP/s": ".1f", "attention share": ".2f"}
     print(header)
-    print(f"{'model':48s} {'fit s':>8s} {'predict s':>10s} {'total s':>8s} {'x lightgbm':>11s}")
-    for name, (fit_s, predict_s) in rows.items():
-        total = fit_s + predict_s
-        print(f"{name:48s} {fit_s:8.3f} {predict_s:10.3f} {total:8.3f} {total / base:11.2f}")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    print(footer)
     if args.out is not None:
-        import pandas as pd
-
         from benchmarks.report import command_line, markdown_table
 
-        table = pd.DataFrame(
-            [(fit_s, predict_s, fit_s + predict_s, (fit_s + predict_s) / base) for fit_s, predict_s in rows.values()],
-            index=pd.Index(list(rows), name="model"),
-            columns=["fit s", "predict s", "total s", "x lightgbm"],
-        )
         args.out.write_text(
             f"# TabFM against LightGBM: fit + predict time\n\nCommand: `{command_line('benchmarks.tabfm_speed', argv)}`"
-            f"\n\n{header}.\n\n{markdown_table(table, {'x lightgbm': '.2f'})}\n"
+            f"\n\n{header}.\n\n{markdown_table(table, formats)}\n\n{footer}\n"
         )
     return 0
 

@@ -23,7 +23,12 @@ def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     names = [row.split("|")[1].strip() for row in rows]
     assert names == ["lightgbm", "tabfm (n_estimators=1)", "tabfm (n_estimators=2)", "tabfm (default, n_estimators=4)",
                      "tabfm (context=mixed)", "tabfm (context=mixed, local_anchor_rows=8)"]
-    assert rows[0].rstrip(" |").endswith("1.00")  # LightGBM is the unit
+    header = [c.strip() for c in text.split("| model |")[1].splitlines()[0].split("|")]
+    cells = {name: dict(zip(header, (c.strip() for c in row.split("|")[2:]), strict=True)) for name, row in zip(names, rows, strict=True)}
+    assert cells["lightgbm"]["x lightgbm"] == "1.00" and cells["lightgbm"]["GFLOP"] == ""  # LightGBM is the unit
+    one, two = float(cells["tabfm (n_estimators=1)"]["GFLOP"]), float(cells["tabfm (n_estimators=2)"]["GFLOP"])
+    assert one > 0 and two == pytest.approx(2 * one, rel=0.1)  # members do the same work
+    assert "3x LightGBM's time" in text
     assert "--n-estimators 1,2" in text
 
 
