@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tabfm.validation import PROTOCOL_VERSION
+
 # LightGBM's OpenMP threads spin while waiting by default, which on a busy machine made its fits
 # 20-50x slower; set before lightgbm is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -75,10 +77,15 @@ def _task_section(task: str, data_dir: Path | None = None) -> list[str]:
             f"(`checkpoints/pretrain/{task}/`).",
             "",
         ]
-    if (state / "val_log.csv").is_file():
-        val = pd.read_csv(state / "val_log.csv")
-        lines += ["Validation over the campaign (learning curve):", "", "| step | datasets seen | mean |", "|---|---|---|"]
-        lines += [f"| {r.step:,} | {r.datasets_seen:,} | {r.mean:.4f} |" for r in val.itertuples()]
+    logs = [(path.stem.split("_")[-1], path) for path in sorted(state.glob("val_log_v*.csv"))]
+    logs.append((f"v{PROTOCOL_VERSION}", state / "val_log.csv"))
+    rows = [(protocol, r) for protocol, path in logs if path.is_file() for r in pd.read_csv(path).itertuples()]
+    if rows:
+        lines += [
+            "Validation over the campaign (learning curve; scores under different protocols are not comparable):",
+            "", "| protocol | step | datasets seen | mean |", "|---|---|---|---|",
+        ]
+        lines += [f"| {protocol} | {r.step:,} | {r.datasets_seen:,} | {r.mean:.4f} |" for protocol, r in rows]
         lines += [""]
     in_prior = ROOT / "benchmarks" / "results" / f"in_prior_{task}.csv"
     if in_prior.is_file():  # python -m benchmarks.in_prior ... --csv benchmarks/results/in_prior_TASK.csv

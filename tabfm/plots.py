@@ -7,8 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 
-def plot_pretraining(loss_log: Path, val_log: Path, out: Path, *, task: str) -> Path:
-    """Training loss (smoothed) and real-data validation score against datasets seen."""
+def plot_pretraining(loss_log: Path, val_log: Path, out: Path, *, task: str, protocol: int | None = None) -> Path:
+    """Training loss (smoothed) and real-data validation score against datasets seen.
+
+    Validation logs of earlier protocols beside ``val_log`` (``val_log_v<N>.csv``) are drawn in
+    grey: their scores are on other datasets or splits, so they are not joined to the current ones.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,15 +26,22 @@ def plot_pretraining(loss_log: Path, val_log: Path, out: Path, *, task: str) -> 
     ax.set_ylabel("test-row loss on the prior")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    if Path(val_log).is_file():
-        val = pd.read_csv(val_log)
-        if len(val):
-            right = ax.twinx()
-            metric = "mean ROC-AUC" if task == "classification" else "mean R²"
-            right.plot(val["datasets_seen"], val["mean"], "o-", color="C3", label=f"real-data validation ({metric})")
-            right.set_ylabel(f"validation {metric}")
-            h2, l2 = right.get_legend_handles_labels()
-            handles, labels = handles + h2, labels + l2
+    metric = "mean ROC-AUC" if task == "classification" else "mean R²"
+    archived = sorted(Path(val_log).parent.glob("val_log_v*.csv"))
+    series = [(path, f"validation, protocol {path.stem.split('_')[-1]}", "0.55") for path in archived]
+    current = f"real-data validation ({metric})" if protocol is None else f"validation, protocol v{protocol} ({metric})"
+    series.append((Path(val_log), current, "C3"))
+    right = None
+    for path, label, color in series:
+        val = pd.read_csv(path) if path.is_file() else None
+        if val is None or not len(val):
+            continue
+        right = right or ax.twinx()
+        right.plot(val["datasets_seen"], val["mean"], "o-", ms=3, color=color, label=label)
+    if right is not None:
+        right.set_ylabel(f"validation {metric}")
+        h2, l2 = right.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, loc="upper right", fontsize=8)
     ax.set_title(f"tabfm pretraining ({task})")
     fig.tight_layout()

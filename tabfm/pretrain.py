@@ -22,6 +22,7 @@ it would have seen without the interruption.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ from priors import BatchStream, PriorBatch
 from tabfm.checkpoint import card_path, load_checkpoint, save_checkpoint
 from tabfm.device import resolve_device
 from tabfm.validation import PROTOCOL as VALIDATION_PROTOCOL
+from tabfm.validation import PROTOCOL_VERSION as VALIDATION_PROTOCOL_VERSION
 from tabfm.validation import VALIDATION_DATASETS, evaluate_on_real_data
 
 logger = logging.getLogger(__name__)
@@ -179,6 +181,8 @@ class Progress:
     best_val: float | None = None
     best_val_step: int | None = None
     sessions: int = 0
+    # The validation protocol best_val was scored under (1: states written before versions).
+    val_protocol: int = 1
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -212,6 +216,13 @@ def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def run_logs(directory: Path) -> list[str]:
+    """Names of a run's logs in ``directory``: loss, validation, and validation logs of earlier
+    protocols (``val_log_v<N>.csv``, kept when the protocol changed)."""
+    archived = sorted(path.name for path in Path(directory).glob("val_log_v*.csv"))
+    return [name for name in ("loss_log.csv", "val_log.csv", *archived) if (Path(directory) / name).is_file()]
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -281,6 +292,7 @@ class Pretrainer:
             torch.set_num_threads(config.threads)
         self.progress = Progress()
         self.resumed_at: int | None = None
+        self._shipped_score: tuple[str, float] | None = None  # (sha256 of the shipped file, its score)
         self.model = ICLTransformer(config.model_config()).to(self.device)
         self.ema = ICLTransformer(config.model_config()).to(self.device)
         self.ema.load_state_dict(self.model.state_dict())
@@ -289,6 +301,7 @@ class Pretrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
+        self._adopt_validation_protocol()
         if config.cooldown_steps and config.cooldown_start is None:
             self.config = replace(config, cooldown_start=self.progress.step)
             logger.info("cooldown branch: learning rate to zero over steps %d-%d", self.progress.step, self.progress.step + config.cooldown_steps)
@@ -317,8 +330,8 @@ class Pretrainer:
             _load_grown(self.ema, weights)
             self.progress = Progress(**json.loads((self.state_dir / "progress.json").read_text()))
             self.resumed_at = self.progress.step
-            for name in ("loss_log.csv", "val_log.csv"):
-                if (self.state_dir / name).is_file() and not (self.out / name).exists():
+            for name in run_logs(self.state_dir):
+                if not (self.out / name).exists():
                     shutil.copy(self.state_dir / name, self.out / name)
             logger.info("resumed the committed state %s at step %d (optimizer warms up again)", self.state_dir, self.progress.step)
         else:
@@ -326,6 +339,22 @@ class Pretrainer:
         for name in ("loss_log.csv", "val_log.csv"):
             _truncate_log(self.out / name, self.progress.step)
         self.progress.sessions += 1
+
+    def _adopt_validation_protocol(self) -> None:
+        """Start a new validation log when the protocol changed since the state was written.
+
+        Scores under two protocols are not comparable, so the best score starts afresh and the old
+        log is kept beside the new one as ``val_log_v<N>.csv`` (the loss curve shows both).
+        """
+        old = self.progress.val_protocol
+        if old == VALIDATION_PROTOCOL_VERSION:
+            return
+        log = self.out / "val_log.csv"
+        if log.is_file():
+            log.rename(self.out / f"val_log_v{old}.csv")
+            logger.info("validation protocol v%d -> v%d: earlier scores kept in val_log_v%d.csv", old, VALIDATION_PROTOCOL_VERSION, old)
+        self.progress.val_protocol = VALIDATION_PROTOCOL_VERSION
+        self.progress.best_val = self.progress.best_val_step = None
 
     # -- saving -------------------------------------------------------------------------------
 
@@ -347,7 +376,7 @@ class Pretrainer:
             save_checkpoint(self.state_dir / "ema.safetensors", self.ema)
             (self.state_dir / "progress.json").write_text(json.dumps(asdict(self.progress), indent=1) + "\n")
             (self.state_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=1) + "\n")
-            for name in ("loss_log.csv", "val_log.csv", "loss_curve.png"):
+            for name in [*run_logs(self.out), "loss_curve.png"]:
                 if (self.out / name).is_file():
                     shutil.copy(self.out / name, self.state_dir / name)
 
@@ -357,7 +386,8 @@ class Pretrainer:
 
         loss_log = self.out / "loss_log.csv"
         if loss_log.is_file():
-            plot_pretraining(loss_log, self.out / "val_log.csv", self.out / "loss_curve.png", task=self.config.task)
+            plot_pretraining(loss_log, self.out / "val_log.csv", self.out / "loss_curve.png", task=self.config.task,
+                             protocol=VALIDATION_PROTOCOL_VERSION)
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -384,10 +414,14 @@ class Pretrainer:
             target = self.ship_dir / f"tabfm-{self.config.task}.safetensors"
             shipped = None
             if target.is_file():
-                # Scored again now rather than read from its card: the inference code may have
-                # changed since it was shipped, and only the same code makes the two comparable.
-                shipped_scores = evaluate_on_real_data(load_checkpoint(target), self.config.task, self.val_data_dir)
-                shipped = float(np.mean(list(shipped_scores.values())))
+                # Scored by this process rather than read from its card: the inference code may
+                # have changed since it was shipped, and only the same code makes the two
+                # comparable. Scored once per file content, as the code does not change under a run.
+                digest = hashlib.sha256(target.read_bytes()).hexdigest()
+                if self._shipped_score is None or self._shipped_score[0] != digest:
+                    shipped_scores = evaluate_on_real_data(load_checkpoint(target), self.config.task, self.val_data_dir)
+                    self._shipped_score = (digest, float(np.mean(list(shipped_scores.values()))))
+                shipped = self._shipped_score[1]
             if shipped is None or mean > shipped:
                 save_checkpoint(target, candidate, card=self.model_card(scores, mean))
                 logger.info("shipped %s (validation %.5f > %s)", target, mean, "none" if shipped is None else f"{shipped:.5f}")
@@ -433,7 +467,8 @@ class Pretrainer:
             stop_step = min(stop_step, c.cooldown_start + c.cooldown_steps)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null_context()
         logger.info("pretraining %s from step %d: %s parameters, config %s", c.task, first_step, f"{self.model.n_parameters():,}", json.dumps(asdict(c)))
-        if first_step == 0 or self.resumed_at is not None:
+        # A fresh run, a warm restart, or a state with no score under the current protocol.
+        if first_step == 0 or self.resumed_at is not None or self.progress.best_val is None:
             self.validate()
         stream = BatchStream(
             c.recipe, c.task, batch_size=c.batch_size, seed=c.seed, start_step=first_step,

@@ -184,6 +184,54 @@ def test__regression_loss__near_constant_training_target__bounded(tmp_path: Path
     assert torch.isfinite(loss) and loss.item() < 1e3
 
 
+def test__pretrainer__resume_state_of_an_older_validation_protocol__old_log_kept_best_score_restarts(tmp_path: Path) -> None:
+    from tabfm.validation import PROTOCOL_VERSION
+
+    state_dir = tmp_path / "committed"
+    Pretrainer(_config(), tmp_path / "run", state_dir=state_dir).train(max_steps=2, progress_bar=False)
+    # Make the committed state look written under protocol v1: no version recorded, a best score
+    # and a v1 validation log with v1's columns.
+    progress = json.loads((state_dir / "progress.json").read_text())
+    progress.pop("val_protocol")
+    progress.update(best_val=0.9, best_val_step=2)
+    (state_dir / "progress.json").write_text(json.dumps(progress))
+    v1_log = "step,datasets_seen,mean,credit_g\n0,0,0.5,0.5\n2,8,0.9,0.9\n"
+    (state_dir / "val_log.csv").write_text(v1_log)
+
+    fresh = Pretrainer(_config(), tmp_path / "elsewhere", resume=True, state_dir=state_dir)
+    assert fresh.progress.val_protocol == PROTOCOL_VERSION
+    assert fresh.progress.best_val is None and fresh.progress.best_val_step is None
+    assert (tmp_path / "elsewhere" / "val_log_v1.csv").read_text() == v1_log
+    assert not (tmp_path / "elsewhere" / "val_log.csv").exists()
+    fresh.train(max_steps=1, progress_bar=False)
+    assert (state_dir / "val_log_v1.csv").read_text() == v1_log  # committed beside the new log
+    assert json.loads((state_dir / "progress.json").read_text())["val_protocol"] == PROTOCOL_VERSION
+
+    # Resuming again under the same protocol changes nothing.
+    again = Pretrainer(_config(), tmp_path / "elsewhere", resume=True, state_dir=state_dir)
+    assert (tmp_path / "elsewhere" / "val_log_v1.csv").read_text() == v1_log
+    assert again.progress.val_protocol == PROTOCOL_VERSION
+
+
+def test__plot_pretraining__draws_the_current_and_earlier_protocols_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    from tabfm.plots import plot_pretraining
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), original(fig, *a, **k)))
+    (tmp_path / "loss_log.csv").write_text("step,datasets_seen,loss,loss_ema\n1,4,1.0,1.0\n2,8,0.9,0.95\n")
+    (tmp_path / "val_log_v1.csv").write_text("step,datasets_seen,mean,a\n0,0,0.5,0.5\n2,8,0.6,0.6\n")
+    (tmp_path / "val_log.csv").write_text("step,datasets_seen,mean,b\n2,8,0.55,0.55\n")
+    out = plot_pretraining(tmp_path / "loss_log.csv", tmp_path / "val_log.csv", tmp_path / "curve.png", task="regression", protocol=2)
+    assert out.is_file()
+    legend = [text.get_text() for text in saved[0].axes[0].get_legend().get_texts()]
+    assert legend[-2:] == ["validation, protocol v1", "validation, protocol v2 (mean R²)"]
+    validation_lines = saved[0].axes[1].get_lines()
+    assert [list(line.get_ydata()) for line in validation_lines] == [[0.5, 0.6], [0.55]]
+
+
 def test__pretrainer__sigterm__stops_after_the_step_and_saves(tmp_path: Path) -> None:
     import os
     import signal

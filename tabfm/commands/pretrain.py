@@ -95,6 +95,8 @@ def _branch(source: Path, out: Path) -> None:
     """Copy a run's full state and logs into a new run directory (kept if OUT already has a state)."""
     import shutil
 
+    from tabfm.pretrain import run_logs
+
     if (out / "state" / "progress.json").is_file():
         logger.info("%s already holds a state: the branch resumes it", out)
         return
@@ -102,9 +104,8 @@ def _branch(source: Path, out: Path) -> None:
         raise SystemExit(f"--branch-from {source}: no full state there (expected {source / 'state' / 'progress.json'})")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source / "state", out / "state")
-    for name in ("loss_log.csv", "val_log.csv"):
-        if (source / name).is_file():
-            shutil.copy(source / name, out / name)
+    for name in run_logs(source):
+        shutil.copy(source / name, out / name)
     logger.info("branched %s from %s", out, source)
 
 
