@@ -59,14 +59,20 @@ def _task_section(task: str, data_dir: Path | None = None) -> list[str]:
         f"- validation ({v['metric']}, {v['protocol']}): mean **{v['mean']:.4f}**",
         "",
     ]
-    reference = _lightgbm_reference(task, data_dir)
+    # LightGBM is scored now, under the current protocol: beside a card scored under an earlier
+    # one (other datasets or row caps) its figures would compare different splits.
+    current = v["protocol"].startswith(f"v{PROTOCOL_VERSION}:")
+    reference = _lightgbm_reference(task, data_dir) if current else None
+    if not current:
+        lines += [f"Scored under an earlier validation protocol than the current v{PROTOCOL_VERSION}; "
+                  "the LightGBM reference returns when a checkpoint ships under the current one.", ""]
     if reference is None:
         lines += ["| dataset | " + v["metric"] + " |", "|---|---|"]
         lines += [f"| {name} | {score:.4f} |" for name, score in v["datasets"].items()]
     else:
         lines += [f"| dataset | tabfm {v['metric']} | LightGBM (defaults, same split) |", "|---|---|---|"]
         lines += [f"| {name} | {score:.4f} | {reference[name]:.4f} |" for name, score in v["datasets"].items()]
-        lines += [f"| **mean** | **{v['mean']:.4f}** | **{np.mean(list(reference.values())):.4f}** |"]
+        lines += [f"| **mean** | **{v['mean']:.4f}** | **{np.mean([reference[n] for n in v['datasets']]):.4f}** |"]
     lines += [""]
     state = STATE / task
     if (state / "progress.json").is_file():
@@ -78,7 +84,9 @@ def _task_section(task: str, data_dir: Path | None = None) -> list[str]:
             "",
         ]
     logs = [(path.stem.split("_")[-1], path) for path in sorted(state.glob("val_log_v*.csv"))]
-    logs.append((f"v{PROTOCOL_VERSION}", state / "val_log.csv"))
+    # A state not resumed since the protocol changed still holds its old log (progress.json says which).
+    protocol = json.loads((state / "progress.json").read_text()).get("val_protocol", 1) if (state / "progress.json").is_file() else PROTOCOL_VERSION
+    logs.append((f"v{protocol}", state / "val_log.csv"))
     rows = [(protocol, r) for protocol, path in logs if path.is_file() for r in pd.read_csv(path).itertuples()]
     if rows:
         lines += [

@@ -425,6 +425,8 @@ class Pretrainer:
             if shipped is None or mean > shipped:
                 save_checkpoint(target, candidate, card=self.model_card(scores, mean))
                 logger.info("shipped %s (validation %.5f > %s)", target, mean, "none" if shipped is None else f"{shipped:.5f}")
+            else:
+                logger.info("kept the shipped %s (validation %.5f <= its %.5f)", target, mean, shipped)
         return mean
 
     def model_card(self, scores: dict[str, float], mean: float) -> dict[str, Any]:
