@@ -203,7 +203,7 @@ def _load_openml_task(task, kind: str) -> Dataset:
     return Dataset(name=dataset.name, task=kind, X=normalise_features(X), y=y)
 
 
-def _seeded_subset(
+def seeded_subset(
     idx: np.ndarray, size: int, y: np.ndarray | None, seed: int
 ) -> tuple[np.ndarray, str]:
     """Keep ``size`` of ``idx``, stratified by ``y`` when given and possible."""
@@ -246,10 +246,10 @@ def make_split(
         train_idx, test_idx = train_test_split(idx, test_size=test_size, random_state=seed)
     strat = dataset.y if classify else None
     if max_train_rows is not None:
-        train_idx, note = _seeded_subset(train_idx, max_train_rows, strat, seed)
+        train_idx, note = seeded_subset(train_idx, max_train_rows, strat, seed)
         notes.append(note)
     if max_test_rows is not None:
-        test_idx, note = _seeded_subset(test_idx, max_test_rows, strat, seed + 1)
+        test_idx, note = seeded_subset(test_idx, max_test_rows, strat, seed + 1)
         notes.append(note)
     X, y = dataset.X, dataset.y
     return Split(

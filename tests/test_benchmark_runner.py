@@ -18,30 +18,6 @@ from benchmarks import models as bmodels
 from benchmarks import run as brun
 
 
-def _write_datasets(folder: Path) -> Path:
-    rng = np.random.default_rng(0)
-    n = 90
-    x1 = rng.normal(size=n)
-    x2 = rng.normal(size=n)
-    colour = rng.choice(["red", "green", "blue"], size=n)
-    y = ((x1 + (colour == "red") + 0.3 * rng.normal(size=n)) > 0.5).astype(np.int64)
-    x2[rng.random(n) < 0.15] = np.nan
-    colour = pd.Series(colour, dtype="object")
-    colour[rng.random(n) < 0.1] = None
-    pd.DataFrame({"x1": x1, "x2": x2, "colour": colour.astype("category"), "target": y}).to_parquet(
-        folder / "tiny_binary.parquet"
-    )
-    m = 70
-    a, b = rng.normal(size=m), rng.uniform(size=m)
-    pd.DataFrame({"a": a, "b": b, "target": 2 * a - b + 0.1 * rng.normal(size=m)}).to_parquet(
-        folder / "tiny_regression.parquet"
-    )
-    pd.DataFrame(
-        {"name": ["tiny_binary", "tiny_regression"], "task": ["binary", "regression"]}
-    ).to_csv(folder / "catalogue.csv", index=False)
-    return folder
-
-
 def _argv(data_dir: Path, out: Path, models: str, *extra: str) -> list[str]:
     return ["--data-dir", str(data_dir), "--models", models, "--seeds", "2", "--max-train-rows", "50",
             "--out", str(out), "--no-progress", *extra]  # fmt: skip
@@ -53,13 +29,6 @@ def _failing(task: str, seed: int):
             raise RuntimeError("deliberate failure in fit")
 
     return Failing()
-
-
-@pytest.fixture
-def tiny_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    return _write_datasets(folder)
 
 
 @pytest.mark.slow
