@@ -70,6 +70,24 @@ class PriorBatch:
             split=int(d["split"]), task=str(d["task"]),
         )
 
+    def narrow(self, index: torch.Tensor) -> PriorBatch:
+        """The datasets at ``index``, their feature columns cut to the widest of them (the padding
+        beyond it holds no real feature of any of them)."""
+        width = max(1, int(self.feature_mask[index].sum(dim=1).max()))
+        return PriorBatch(
+            x=self.x[index, :, :width], y=self.y[index], feature_mask=self.feature_mask[index, :width],
+            categorical=self.categorical[index, :width], n_classes=self.n_classes[index],
+            split=self.split, task=self.task,
+        )
+
+    def by_width(self, size: int) -> list[PriorBatch]:
+        """The batch as micro-batches of at most ``size`` datasets of similar feature counts, each
+        cut to its widest dataset, so that little compute goes to padded columns."""
+        if size < 1:
+            raise ValueError(f"micro-batch size must be >= 1, got {size}")
+        order = torch.argsort(self.feature_mask.sum(dim=1), stable=True)
+        return [self.narrow(chunk) for chunk in order.split(size)]
+
 
 def check_shape(n_rows: int, max_features: int, batch_size: int, recipe: Recipe, task: str) -> None:
     check_task(task)

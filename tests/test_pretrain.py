@@ -15,6 +15,7 @@ from tabfm.pretrain import (
     MUON_EXCLUDED,
     PretrainConfig,
     Pretrainer,
+    accumulate_gradients,
     batch_loss,
     curriculum,
     learning_rate,
@@ -79,6 +80,27 @@ def test__batch_loss__finite_and_decreases_when_fitting_one_batch(task: str, tmp
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.85 * losses[0]
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__accumulate_gradients__micro_batches_by_width__the_batch_loss_and_gradients(task: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Pretrainer(_config(task), out=tmp_path).model
+    batch = make_batch("smoke", task, batch_size=6, n_rows=40, max_features=6, seed=3)
+    assert len(set(batch.feature_mask.sum(dim=1).tolist())) > 1  # widths differ, so parts get cut
+
+    def gradients() -> torch.Tensor:
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    model.zero_grad()
+    whole = batch_loss(model, batch, torch.device("cpu"))
+    whole.backward()
+    expected = gradients().clone()
+    for size in (1, 4, 6):
+        model.zero_grad()
+        loss = accumulate_gradients(model, batch, torch.device("cpu"), size)
+        assert loss == pytest.approx(whole.item(), rel=1e-5)
+        torch.testing.assert_close(gradients(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test__make_optimizers__muon__hidden_matrices_only_and_every_parameter_once() -> None:

@@ -370,3 +370,27 @@ def test__cli_prior_show__writes_png(tmp_path):
     out = tmp_path / "grid.png"
     assert main(["prior", "show", "--recipe", "smoke", "--n", "2", "--rows", "40", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test__prior_batch__by_width__every_dataset_once_sorted_and_cut_to_its_widest():
+    batch = make_batch("smoke", "regression", batch_size=7, n_rows=30, max_features=8, seed=5)
+    widths = batch.feature_mask.sum(dim=1)
+    parts = batch.by_width(3)
+    assert [p.x.shape[0] for p in parts] == [3, 3, 1]
+    seen = []
+    for part in parts:
+        part_widths = part.feature_mask.sum(dim=1)
+        assert part.x.shape[2] == part.feature_mask.shape[1] == int(part_widths.max())
+        assert part.split == batch.split and part.task == batch.task
+        seen += part_widths.tolist()
+    assert seen == sorted(widths.tolist())
+    # The rows of each dataset are its rows in the batch, cut of padding only.
+    for part in parts:
+        for x, y in zip(part.x, part.y, strict=True):
+            match = [i for i in range(7) if torch.equal(batch.y[i], y)]
+            assert len(match) == 1
+            i = match[0]
+            torch.testing.assert_close(x, batch.x[i, :, : x.shape[1]], rtol=0, atol=0, equal_nan=True)
+            assert not batch.feature_mask[i, x.shape[1]:].any()
+    with pytest.raises(ValueError, match="micro-batch size"):
+        batch.by_width(0)

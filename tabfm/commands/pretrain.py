@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many steps (default: the schedule's end)")
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--micro-batch-size", type=int,
+                   help="datasets per forward/backward pass, grouped by feature count (default 4; same gradients)")
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--num-workers", type=int, help="prior generator processes (default 1)")
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         key: value
         for key, value in {
-            "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
+            "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
             "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
             "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
             "cooldown_steps": args.cooldown_steps, "optimizer": args.optimizer,

@@ -1,0 +1,104 @@
+"""CPU seconds of one pretraining step on prior batches, whole against width-grouped micro-batches.
+
+    nice -n 10 python -m benchmarks.pretrain_step_speed [--task regression] \\
+        [--shapes 16x512x20,16x1024x40] [--micro-batch-sizes 16,8,4,2] [--steps 2] [--out results.md]
+
+A prior batch pads every table to the widest one's feature count. ``tabfm pretrain`` runs a batch
+as micro-batches of ``--micro-batch-size`` tables grouped by feature count and cut of their padding
+(:meth:`priors.PriorBatch.by_width`), which gives the whole batch's gradients (to float rounding).
+This prints, per batch shape, the median CPU seconds of forward + backward for each micro-batch
+size (the batch size itself being the whole padded batch), on one thread, so that other processes
+on the machine do not change the figures, and the gradient's relative L2 difference to the whole
+batch's. The network is the shipped checkpoint's architecture, freshly initialised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from models.icl import ICLConfig, ICLTransformer
+from priors import make_batch
+from tabfm.checkpoint import read_card, shipped_checkpoint
+from tabfm.pretrain import accumulate_gradients
+
+
+def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    try:
+        shapes = [tuple(int(v) for v in item.split("x")) for item in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--shapes takes TABLESxROWSxFEATURES items, got {text!r}") from None
+    if any(len(s) != 3 or min(s) < 1 for s in shapes):
+        raise SystemExit(f"--shapes takes TABLESxROWSxFEATURES items of positive integers, got {text!r}")
+    return shapes  # type: ignore[return-value]
+
+
+def step_seconds(model: ICLTransformer, batch, micro: int, steps: int) -> tuple[float, torch.Tensor]:
+    """Median CPU seconds of one step, and the gradient of the last one (flattened)."""
+    seconds = []
+    for i in range(steps + 1):  # the first step warms up allocators and kernels
+        model.zero_grad(set_to_none=True)
+        start = time.process_time()
+        accumulate_gradients(model, batch, torch.device("cpu"), micro)
+        if i:
+            seconds.append(time.process_time() - start)
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return statistics.median(seconds), grad
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["classification", "regression"], default="regression")
+    parser.add_argument("--shapes", default="16x512x20,16x1024x40", help="TABLESxROWSxFEATURES, comma-separated")
+    parser.add_argument("--micro-batch-sizes", default="16,8,4,2")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    args = parser.parse_args(argv)
+    shapes = _parse_shapes(args.shapes)
+    try:
+        micros = [int(v) for v in args.micro_batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--micro-batch-sizes takes comma-separated integers, got {args.micro_batch_sizes!r}")
+    if min(micros) < 1 or args.steps < 1:
+        parser.error("--micro-batch-sizes and --steps must be positive")
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    architecture = read_card(shipped_checkpoint(args.task)).get("architecture", {"task": args.task})
+    model = ICLTransformer(ICLConfig(**architecture)).train()
+    lines = [
+        f"# Pretraining step on prior batches ({args.task})",
+        "",
+        f"- Command: `python -m benchmarks.pretrain_step_speed --task {args.task} --shapes {args.shapes} "
+        f"--micro-batch-sizes {args.micro_batch_sizes} --steps {args.steps}`",
+        f"- Network: the shipped checkpoint's architecture ({model.n_parameters():,} parameters), fp32, "
+        "one thread; CPU seconds of forward + backward, median of the steps after a warm-up step",
+        "- `grad diff`: relative L2 difference of the gradient to the whole padded batch's",
+        "",
+        "| tables × rows × max features | mean features | micro-batch | CPU s | × whole batch | grad diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for tables, rows, features in shapes:
+        batch = make_batch("default", args.task, batch_size=tables, n_rows=rows, max_features=features, seed=args.seed)
+        mean_features = float(batch.feature_mask.sum(dim=1).float().mean())
+        whole_s, whole_grad = step_seconds(model, batch, tables, args.steps)
+        for micro in micros:
+            seconds, grad = (whole_s, whole_grad) if micro >= tables else step_seconds(model, batch, micro, args.steps)
+            diff = float((grad - whole_grad).norm() / whole_grad.norm())
+            label = "whole batch" if micro >= tables else str(micro)
+            line = (f"| {tables} × {rows} × {features} | {mean_features:.1f} | {label} | {seconds:.2f} | "
+                    f"{seconds / whole_s:.2f} | {diff:.1e} |")
+            lines.append(line)
+            print(line, flush=True)
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

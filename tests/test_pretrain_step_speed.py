@@ -1,0 +1,25 @@
+"""The pretraining step benchmark on tiny prior batches: one row per micro-batch size, same gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import pretrain_step_speed
+
+
+def test_pretrain_step_speed__tiny_batch__a_row_per_size_and_the_whole_batch_gradient(tmp_path: Path) -> None:
+    out = tmp_path / "steps.md"
+    argv = ["--task", "classification", "--shapes", "4x40x6", "--micro-batch-sizes", "4,2,1", "--steps", "1", "--out", str(out)]
+    assert pretrain_step_speed.main(argv) == 0
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| 4 × 40 × 6")]
+    assert [r[2] for r in rows] == ["whole batch", "2", "1"]
+    assert float(rows[0][4]) == 1.0
+    assert all(float(r[5].rstrip(" |")) < 1e-4 for r in rows)
+
+
+@pytest.mark.parametrize("shapes", ["4x40", "4x0x6", "axbxc"])
+def test_pretrain_step_speed__bad_shapes__exit_with_a_message(shapes: str) -> None:
+    with pytest.raises(SystemExit, match="--shapes"):
+        pretrain_step_speed.main(["--shapes", shapes])
