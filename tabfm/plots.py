@@ -24,6 +24,11 @@ def plot_pretraining(loss_log: Path, val_log: Path, out: Path, *, task: str, pro
     ax.plot(losses["datasets_seen"], losses["loss_ema"], color="C0", lw=1.6, label="loss (moving average)")
     ax.set_xlabel("synthetic datasets seen")
     ax.set_ylabel("test-row loss on the prior")
+    # One early batch reached a loss of 4e12 (a near-constant target, since clipped); limits from
+    # the 1st to 99th percentile keep such a spike from flattening the rest of the curve.
+    low, high = losses["loss"].quantile([0.01, 0.99])
+    if high > low:
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     metric = "mean ROC-AUC" if task == "classification" else "mean R²"

@@ -243,13 +243,17 @@ def test__plot_pretraining__draws_the_current_and_earlier_protocols_logs(tmp_pat
     saved: list[Figure] = []
     original = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), original(fig, *a, **k)))
-    (tmp_path / "loss_log.csv").write_text("step,datasets_seen,loss,loss_ema\n1,4,1.0,1.0\n2,8,0.9,0.95\n")
+    losses = [1.0 - 0.002 * i for i in range(300)]
+    losses[5] = 4e12  # one early batch's blow-up must not flatten the curve
+    rows = "".join(f"{i + 1},{4 * (i + 1)},{v},{v}\n" for i, v in enumerate(losses))
+    (tmp_path / "loss_log.csv").write_text("step,datasets_seen,loss,loss_ema\n" + rows)
     (tmp_path / "val_log_v1.csv").write_text("step,datasets_seen,mean,a\n0,0,0.5,0.5\n2,8,0.6,0.6\n")
     (tmp_path / "val_log.csv").write_text("step,datasets_seen,mean,b\n2,8,0.55,0.55\n")
     out = plot_pretraining(tmp_path / "loss_log.csv", tmp_path / "val_log.csv", tmp_path / "curve.png", task="regression", protocol=2)
     assert out.is_file()
     legend = [text.get_text() for text in saved[0].axes[0].get_legend().get_texts()]
     assert legend[-2:] == ["validation, protocol v1", "validation, protocol v2 (mean R²)"]
+    assert saved[0].axes[0].get_ylim()[1] < 2.0
     validation_lines = saved[0].axes[1].get_lines()
     assert [list(line.get_ydata()) for line in validation_lines] == [[0.5, 0.6], [0.55]]
 
