@@ -8,17 +8,21 @@ as micro-batches of ``--micro-batch-size`` tables grouped by feature count and c
 (:meth:`priors.PriorBatch.by_width`), which gives the whole batch's gradients (to float rounding).
 This prints, per batch shape, the median CPU seconds of forward + backward for each micro-batch
 size (the batch size itself being the whole padded batch), on one thread, so that other processes
-on the machine do not change the figures, and the gradient's relative L2 difference to the whole
-batch's. The network is the shipped checkpoint's architecture, freshly initialised.
+on the machine do not change the figures; the peak resident memory of the process, each case
+running in a fresh process; and the gradient's relative L2 difference to the whole batch's. The
+network is the shipped checkpoint's architecture, initialised from the same seed in every case.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import resource
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.icl import ICLConfig, ICLTransformer
@@ -37,8 +41,14 @@ def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
     return shapes  # type: ignore[return-value]
 
 
-def step_seconds(model: ICLTransformer, batch, micro: int, steps: int) -> tuple[float, torch.Tensor]:
-    """Median CPU seconds of one step, and the gradient of the last one (flattened)."""
+def measure(task: str, shape: tuple[int, int, int], micro: int, steps: int, seed: int) -> tuple[float, np.ndarray, float]:
+    """Median CPU seconds of one step, the last step's gradient (flattened) and the peak resident
+    memory in GB. Run in a fresh process per case, so that the peak is this case's own."""
+    torch.set_num_threads(1)
+    tables, rows, features = shape
+    batch = make_batch("default", task, batch_size=tables, n_rows=rows, max_features=features, seed=seed)
+    torch.manual_seed(seed)
+    model = ICLTransformer(ICLConfig(**_architecture(task))).train()
     seconds = []
     for i in range(steps + 1):  # the first step warms up allocators and kernels
         model.zero_grad(set_to_none=True)
@@ -46,8 +56,18 @@ def step_seconds(model: ICLTransformer, batch, micro: int, steps: int) -> tuple[
         accumulate_gradients(model, batch, torch.device("cpu"), micro)
         if i:
             seconds.append(time.process_time() - start)
-    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-    return statistics.median(seconds), grad
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).numpy()
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
+    return statistics.median(seconds), grad, peak_gb
+
+
+def _architecture(task: str) -> dict:
+    return read_card(shipped_checkpoint(task)).get("architecture", {"task": task})
+
+
+def _in_fresh_process(*args: object) -> tuple[float, np.ndarray, float]:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,33 +86,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--micro-batch-sizes takes comma-separated integers, got {args.micro_batch_sizes!r}")
     if min(micros) < 1 or args.steps < 1:
         parser.error("--micro-batch-sizes and --steps must be positive")
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    architecture = read_card(shipped_checkpoint(args.task)).get("architecture", {"task": args.task})
-    model = ICLTransformer(ICLConfig(**architecture)).train()
+    n_parameters = ICLTransformer(ICLConfig(**_architecture(args.task))).n_parameters()
     lines = [
         f"# Pretraining step on prior batches ({args.task})",
         "",
         f"- Command: `python -m benchmarks.pretrain_step_speed --task {args.task} --shapes {args.shapes} "
         f"--micro-batch-sizes {args.micro_batch_sizes} --steps {args.steps}`",
-        f"- Network: the shipped checkpoint's architecture ({model.n_parameters():,} parameters), fp32, "
-        "one thread; CPU seconds of forward + backward, median of the steps after a warm-up step",
+        f"- Network: the shipped checkpoint's architecture ({n_parameters:,} parameters), fp32, "
+        "one thread; CPU seconds of forward + backward, median of the steps after a warm-up step; "
+        "peak resident memory of a fresh process running the case (network and imports included)",
         "- `grad diff`: relative L2 difference of the gradient to the whole padded batch's",
         "",
-        "| tables × rows × max features | mean features | micro-batch | CPU s | × whole batch | grad diff |",
-        "|---|---|---|---|---|---|",
+        "| tables × rows × max features | mean features | micro-batch | CPU s | × whole batch | peak memory GB | grad diff |",
+        "|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    for tables, rows, features in shapes:
+    for shape in shapes:
+        tables, rows, features = shape
         batch = make_batch("default", args.task, batch_size=tables, n_rows=rows, max_features=features, seed=args.seed)
         mean_features = float(batch.feature_mask.sum(dim=1).float().mean())
-        whole_s, whole_grad = step_seconds(model, batch, tables, args.steps)
+        whole = _in_fresh_process(args.task, shape, tables, args.steps, args.seed)
         for micro in micros:
-            seconds, grad = (whole_s, whole_grad) if micro >= tables else step_seconds(model, batch, micro, args.steps)
-            diff = float((grad - whole_grad).norm() / whole_grad.norm())
+            seconds, grad, peak = whole if micro >= tables else _in_fresh_process(args.task, shape, micro, args.steps, args.seed)
+            diff = float(np.linalg.norm(grad - whole[1]) / np.linalg.norm(whole[1]))
             label = "whole batch" if micro >= tables else str(micro)
             line = (f"| {tables} × {rows} × {features} | {mean_features:.1f} | {label} | {seconds:.2f} | "
-                    f"{seconds / whole_s:.2f} | {diff:.1e} |")
+                    f"{seconds / whole[0]:.2f} | {peak:.2f} | {diff:.1e} |")
             lines.append(line)
             print(line, flush=True)
     if args.out:

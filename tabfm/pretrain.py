@@ -64,9 +64,9 @@ class PretrainConfig:
     seed: int = 0
     batch_size: int = 16
     # Datasets per forward and backward pass. A batch runs as micro-batches grouped by feature
-    # count and cut of padded columns: the batch's gradients (to float rounding, 4e-7 relative) in
-    # 0.61-0.85x the CPU time on 16 x 512 x <=20 and 16 x 1,024 x <=40 prior batches
-    # (benchmarks/results/pretrain_step_speed_*.md), and less memory per pass.
+    # count and cut of padded columns: the batch's gradients (to float rounding, <4e-6 relative) in
+    # 0.66-0.76x the CPU time and 30-48% of the peak memory (8.7 GB -> 2.6 GB on 16 x 2,048 x <=50)
+    # on prior batches of 16 tables (benchmarks/results/pretrain_step_speed_*.md).
     micro_batch_size: int = 4
     lr: float = 4e-4
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio at total_steps

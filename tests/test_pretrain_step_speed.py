@@ -16,7 +16,8 @@ def test_pretrain_step_speed__tiny_batch__a_row_per_size_and_the_whole_batch_gra
     rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| 4 × 40 × 6")]
     assert [r[2] for r in rows] == ["whole batch", "2", "1"]
     assert float(rows[0][4]) == 1.0
-    assert all(float(r[5].rstrip(" |")) < 1e-4 for r in rows)
+    assert all(float(r[5]) > 0.1 for r in rows)  # peak memory in GB
+    assert all(float(r[6].rstrip(" |")) < 1e-4 for r in rows)
 
 
 @pytest.mark.parametrize("shapes", ["4x40", "4x0x6", "axbxc"])
