@@ -34,6 +34,11 @@ class TabFMParams(_Params):
     numeric_transform: Literal["mixed", "none", "quantile"] = Field(
         "mixed", description="default 'mixed' for classification, 'none' for regression"
     )
+    categorical_transform: Literal["native", "mixed", "onehot"] = Field(
+        "mixed",
+        description="categorical columns of up to 12 levels as codes ('native'), as one 0/1 column per level "
+        "('onehot'), or one-hot in members 2, 3, 6, 7, ... ('mixed')",
+    )
     max_context_rows: int = Field(
         10_000,
         ge=2,

@@ -204,6 +204,31 @@ class ICLContext:
             values=seq("values"),
         )
 
+    def pad_features(self, n_features: int) -> ICLContext:
+        """The same context over ``n_features >= F`` columns, the new ones padding (masked out).
+
+        Padding changes no prediction (feature positions count real features only), so contexts of
+        tables of different widths can be stacked into one batch.
+        """
+        extra = n_features - self.feature_mask.shape[1]
+        if extra < 0:
+            raise ValueError(f"cannot pad a context of {self.feature_mask.shape[1]} features to {n_features}")
+
+        def pad(t: Tensor, value: float = 0.0) -> Tensor:  # after the real columns, along dim 1
+            return torch.cat([t, t.new_full((t.shape[0], extra, *t.shape[2:]), value)], dim=1)
+
+        return ICLContext(
+            mean=pad(self.mean),
+            std=pad(self.std, 1.0),  # as for a constant column: its cells standardise to 0, not NaN
+            low=pad(self.low),
+            high=pad(self.high),
+            feature_mask=pad(self.feature_mask),
+            categorical=pad(self.categorical),
+            column_summaries=tuple(pad(t) for t in self.column_summaries),
+            keys=self.keys,
+            values=self.values,
+        )
+
     def map(self, fn: Any) -> ICLContext:
         """Apply ``fn`` to every tensor (e.g. ``lambda t: t.detach().to(device)``)."""
         kwargs = {}

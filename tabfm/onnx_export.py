@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from tabfm.errors import NotFittedError, TabFMValidationError
-from tabfm.preprocessing import MISSING_CODE, UNSEEN_CODE
+from tabfm.preprocessing import FIRST_CATEGORY_CODE, MISSING_CODE, UNSEEN_CODE
 
 logger = logging.getLogger(__name__)
 
@@ -254,10 +254,12 @@ class FeatureEncoderGraph(nn.Module):
 
 
 def _stack_contexts(contexts: list[Any]) -> Any:
-    """The members' contexts ``(1, ...)`` stacked into one batch of tables ``(M, ...)``."""
+    """The members' contexts ``(1, ...)`` stacked into one batch of tables ``(M, ...)``, the narrower
+    ones padded to the widest (one-hot members are wider)."""
     from models.icl import ICLContext
 
-    tensors = [c.tensors() for c in contexts]
+    width = max(c.feature_mask.shape[1] for c in contexts)
+    tensors = [c.pad_features(width).tensors() for c in contexts]
     return ICLContext.from_tensors(
         {key: torch.cat([t[key].detach().cpu() for t in tensors], dim=0) for key in tensors[0]}
     )
@@ -307,6 +309,22 @@ class TabFMGraph(nn.Module):
         self.register_buffer("code_limit", torch.as_tensor(code_limit, dtype=torch.int64).view(self.n_members, 1, n_used))
         self.register_buffer("is_cat", torch.as_tensor(is_cat, dtype=torch.bool).view(self.n_members, 1, n_used))
         self.register_buffer("code_table", torch.as_tensor(np.asarray(table), dtype=torch.float32))
+        # One-hot members: column w of a member's view is used column source[w], copied (level -1),
+        # or its indicator of one level (level >= 0); narrower members end in padding (level -2).
+        width = max(m.width() for m in members)
+        self.expand = any(m.onehot is not None for m in members) or any(m.width() != width for m in members)
+        source = np.zeros((self.n_members, width), dtype=np.int64)
+        level = np.full((self.n_members, width), -2.0, dtype=np.float32)
+        for i, member in enumerate(members):
+            hot = member.onehot if member.onehot is not None else np.zeros(n_used, dtype=bool)
+            w = 0
+            for k, mapping in enumerate(member.code_maps):
+                n = len(mapping) - FIRST_CATEGORY_CODE if hot[k] else 1
+                source[i, w : w + n] = k
+                level[i, w : w + n] = np.arange(n) if hot[k] else -1.0
+                w += n
+        self.register_buffer("onehot_source", torch.as_tensor(source).view(self.n_members, 1, width))
+        self.register_buffer("onehot_level", torch.as_tensor(level).view(self.n_members, 1, width))
         context = _stack_contexts(est.contexts_)
         self._context_names = []
         for name, tensor in context.tensors().items():
@@ -344,7 +362,12 @@ class TabFMGraph(nn.Module):
         in_range = (codes >= 0) & (codes <= self.code_limit)
         codes = torch.where(in_range, codes, torch.full_like(codes, UNSEEN_CODE))
         mapped = self.code_table[self.code_offset + codes]  # (M, R, F_m)
-        return torch.where(self.is_cat, mapped, x)
+        x = torch.where(self.is_cat, mapped, x)
+        if not self.expand:
+            return x
+        picked = torch.gather(x, 2, self.onehot_source.expand(-1, x.shape[1], -1))  # (M, R, W)
+        indicator = (picked == self.onehot_level).to(x.dtype)  # NaN (missing, unseen) matches no level
+        return torch.where(self.onehot_level >= 0, indicator, torch.where(self.onehot_level == -1, picked, torch.zeros_like(picked)))
 
     def forward(self, X: Tensor) -> Tensor:
         x = self.member_inputs(X)

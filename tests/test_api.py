@@ -359,7 +359,7 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
     ("kind", "params", "field"),
     [("tabm", {"max_epochs": 0}, "max_epochs"), ("tabfm", {"checkpoint": "/etc/passwd"}, "checkpoint"),
      ("tabr", {"device": "cuda"}, "device"), ("tabfm", [1], "params"),
-     ("tabfm", {"numeric_transform": "log"}, "numeric_transform"),
+     ("tabfm", {"numeric_transform": "log"}, "numeric_transform"), ("tabfm", {"categorical_transform": "ordinal"}, "categorical_transform"),
      ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows"),
      ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows"),
      ("tabfm", {"local_anchor_rows": 0}, "local_anchor_rows"), ("tabfm", {"local_anchor_rows": "all"}, "local_anchor_rows")],

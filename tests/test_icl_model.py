@@ -212,6 +212,27 @@ def test_context__tensors_round_trip__same_predictions():
     )
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_context__padded_features__same_predictions_with_nan_test_cells(kind):
+    # Stacking contexts of different widths (one-hot ensemble members) relies on this.
+    model = tiny_model(kind)
+    x, y = tiny_batch()
+    x_test = x[:, 12:].clone()
+    x_test[:, 0, 1] = float("nan")
+    context = model.encode_context(x[:, :12], y, categorical=torch.tensor([[False, True, False]] * 2))
+    padded = context.pad_features(5)
+    assert padded.feature_mask.shape == (2, 5) and not padded.feature_mask[:, 3:].any()
+    x_padded = torch.cat([x_test, torch.full((2, 5, 2), float("nan"))], dim=-1)  # whatever sits in the padding
+    torch.testing.assert_close(
+        model.predict_from_context(padded, x_padded),
+        model.predict_from_context(context, x_test),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    with pytest.raises(ValueError, match="cannot pad"):
+        context.pad_features(2)
+
+
 def test_encode_context__label_out_of_range__raises_value_error():
     model = tiny_model()
     x, y = tiny_batch()

@@ -256,6 +256,22 @@ def test__tabfm_regressor_mixed_transform__export__equals_torch(checkpoints: dic
     np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__tabfm_onehot_members__export__equals_torch(task: str, checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+    # Members 2 and 3 see the categorical columns one-hot: wider tables, padded in the graph's batch;
+    # X_test holds missing and unseen levels, which are 0 in every indicator.
+    cls = TabFMClassifier if task == "classification" else TabFMRegressor
+    est = cls(checkpoint=checkpoints[task], n_estimators=4, categorical_transform="mixed", device="cpu")
+    est.fit(data["X"], data["y_cls"] if task == "classification" else data["y_reg"])
+    assert [m.onehot is not None for m in est.members_] == [False, False, True, True]
+    assert est.members_[2].width() > len(est.members_[2].features)
+    predictor = OnnxPredictor(est.to_onnx(tmp_path / "onehot.onnx"))
+    if task == "classification":
+        np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
+    else:
+        np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
+
+
 @pytest.mark.parametrize("kind", ["numeric", "categorical"])
 def test__numpy_table_of_one_kind__every_family__equals_torch(kind: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
     rng = np.random.default_rng(0)

@@ -141,7 +141,9 @@ def test__checkpoint__float16_roundtrip__same_config_close_weights(tmp_path: Pat
         torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3, msg=name)
 
 
-@pytest.mark.parametrize("bad", [{"n_estimators": 0}, {"softmax_temperature": -1.0}, {"numeric_transform": "log"}])
+@pytest.mark.parametrize(
+    "bad", [{"n_estimators": 0}, {"softmax_temperature": -1.0}, {"numeric_transform": "log"}, {"categorical_transform": "ordinal"}]
+)
 def test__classifier__bad_parameters__error_names_them(cls_ckpt: Path, bad: dict) -> None:
     with pytest.raises(TabFMValidationError, match=next(iter(bad))):
         TabFMClassifier(checkpoint=cls_ckpt, **bad).fit(np.eye(3), [0, 1, 1])
@@ -171,6 +173,65 @@ def test__numeric_transform__members_use_the_quantile_map_as_asked(cls: type, tr
         raw = cls(checkpoint=ckpt, n_estimators=4, numeric_transform="none").fit(X, y)
         i = expected.index(True)
         assert not torch.allclose(model.contexts_[i].high, raw.contexts_[i].high)
+
+
+@pytest.mark.parametrize(("transform", "expected"), [(None, [False, False, True, True]), ("native", [False] * 4), ("onehot", [True] * 4)])
+def test__categorical_transform__members_expand_as_asked(transform: str | None, expected: list[bool], cls_ckpt: Path, table: Any) -> None:
+    X, y = table
+    kwargs = {} if transform is None else {"categorical_transform": transform}
+    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=4, device="cpu", **kwargs).fit(X, y)
+    assert [m.onehot is not None for m in model.members_] == expected
+    for member, context in zip(model.members_, model.contexts_, strict=True):
+        assert context.feature_mask.shape[1] == member.width() == (5 if member.onehot is not None else 3)
+
+
+def test__onehot_member__indicator_columns__levels_missing_unseen_and_wide_columns(cls_ckpt: Path) -> None:
+    rng = np.random.default_rng(1)
+    n = 90
+    X = pd.DataFrame({
+        "shape": rng.choice(["a", "b", "c", "d"], size=n).astype(object),
+        "x": rng.normal(size=n),
+        "city": rng.choice([f"c{i}" for i in range(20)], size=n).astype(object),  # > 12 levels: native
+    })
+    X.loc[::9, "shape"] = None
+    y = (X["shape"] == "a").astype(int).to_numpy()
+    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=1, categorical_transform="onehot", device="cpu").fit(X, y)
+    member = model.members_[0]
+    order = list(member.features)
+    assert member.onehot.tolist() == [j == 0 for j in order]  # only "shape" is expanded
+    X_new = pd.DataFrame({"shape": ["a", None, "zzz"], "x": [0.0, 1.0, 2.0], "city": ["c1", "c2", "c3"]})
+    x, cat = model._member_table(member, model._transform(X_new))
+    assert x.shape == (1, 3, 6) and cat.shape == (1, 6)
+    start = sum(4 if j == 0 else 1 for j in order[: order.index(0)])
+    block = x[0, :, start : start + 4].numpy()
+    assert not cat[0, start : start + 4].any() and bool(cat[0, [i for i in range(6) if i < start or i >= start + 4]].sum() == 1)
+    assert block[0].sum() == 1.0 and block[1].sum() == 0.0 and block[2].sum() == 0.0  # a level; missing; unseen
+    # Each known level has its own column: the four levels give a permutation matrix.
+    levels = model._member_table(member, model._transform(pd.DataFrame({"shape": list("abcd"), "x": 0.0, "city": "c1"})))[0]
+    square = levels[0, :, start : start + 4].numpy()
+    np.testing.assert_array_equal(square.sum(0), np.ones(4))
+    np.testing.assert_array_equal(square.sum(1), np.ones(4))
+
+
+def test__onehot_member__width_stays_within_the_budget(cls_ckpt: Path) -> None:
+    from tabfm.icl import ONEHOT_MAX_WIDTH
+
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({f"c{j}": rng.choice(list("abcdefghij"), size=60).astype(object) for j in range(20)})  # 200 levels
+    y = rng.integers(0, 2, 60)
+    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=1, categorical_transform="onehot", device="cpu").fit(X, y)
+    member = model.members_[0]
+    assert 0 < member.onehot.sum() < 20 and member.width() <= ONEHOT_MAX_WIDTH
+    assert model.predict_proba(X).shape == (60, 2)
+
+
+def test__onehot_members__save_load__identical_predictions(reg_ckpt: Path, table: Any, tmp_path: Path) -> None:
+    X, _ = table
+    y = X["x1"].to_numpy() * 3.0 + (X["colour"] == "red")
+    model = TabFMRegressor(checkpoint=reg_ckpt, n_estimators=4, categorical_transform="mixed", device="cpu").fit(X, y)
+    loaded = TabFMRegressor.load(model.save(tmp_path / "onehot"), device="cpu")
+    assert [m.onehot is not None for m in loaded.members_] == [False, False, True, True]
+    np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-6)
 
 
 def test__regressor__mean_median_quantiles__consistent(reg_ckpt: Path) -> None:
