@@ -50,11 +50,16 @@ class Member:
     local: bool = False  # each test row reads its nearest training rows instead of all of them
     onehot: np.ndarray | None = None  # (F_m,) bool: used categorical columns entered as one 0/1 column per level
 
+    def column_widths(self) -> np.ndarray:
+        """``(F_m,)`` columns each used column becomes in the member's view: its known levels when
+        one-hot, else 1."""
+        if self.onehot is None:
+            return np.ones(len(self.features), dtype=np.int64)
+        return np.array([_n_levels(m) if hot else 1 for m, hot in zip(self.code_maps, self.onehot, strict=True)], dtype=np.int64)
+
     def width(self) -> int:
         """Columns of the member's view of the table (one-hot columns expanded)."""
-        if self.onehot is None:
-            return len(self.features)
-        return int(sum(_n_levels(m) if hot else 1 for m, hot in zip(self.code_maps, self.onehot, strict=True)))
+        return int(self.column_widths().sum())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,9 +84,10 @@ def _n_levels(code_map: np.ndarray | None) -> int:
     return 0 if code_map is None else len(code_map) - FIRST_CATEGORY_CODE
 
 
-def _onehot_columns(code_maps: list[np.ndarray | None]) -> np.ndarray:
+def _onehot_columns(code_maps: list[np.ndarray | None]) -> np.ndarray | None:
     """Which used columns a one-hot member expands: categorical ones of at most ``ONEHOT_MAX_LEVELS``
-    known levels, in the member's order, while the member's width stays within ``ONEHOT_MAX_WIDTH``."""
+    known levels, in the member's order, while the member's width stays within ``ONEHOT_MAX_WIDTH``
+    (None: none of them)."""
     width = len(code_maps)
     expand = np.zeros(width, dtype=bool)
     for k, mapping in enumerate(code_maps):
@@ -89,7 +95,7 @@ def _onehot_columns(code_maps: list[np.ndarray | None]) -> np.ndarray:
         if 1 <= levels <= ONEHOT_MAX_LEVELS and width + levels - 1 <= ONEHOT_MAX_WIDTH:
             expand[k] = True
             width += levels - 1
-    return expand
+    return expand if expand.any() else None
 
 
 MAX_QUERIES = 64  # test rows in one local table beside its context
@@ -209,14 +215,13 @@ class _TabFMBase(TabularEstimator):
         # "mixed": members 2, 3, 6, 7, ... are one-hot, so that with the mixed numeric transform
         # raw and quantile inputs each meet both categorical encodings.
         onehot = self.categorical_transform == "onehot" or (self.categorical_transform == "mixed" and index // 2 % 2 == 1)
-        expand = _onehot_columns(code_maps) if onehot else None
         return Member(
             features.astype(np.int64),
             quantile=quantile,
             code_maps=code_maps,
             class_map=self._class_map(index, rng),
             local=local,
-            onehot=expand if expand is not None and expand.any() else None,
+            onehot=_onehot_columns(code_maps) if onehot else None,
         )
 
     def _class_map(self, index: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -237,9 +242,8 @@ class _TabFMBase(TabularEstimator):
             # One 0/1 column per known level, in the member's level order; missing and unseen
             # codes (NaN after the map) are 0 in every column. The indicators are numeric inputs.
             blocks, kinds = [], []
-            for k, hot in enumerate(member.onehot):
+            for k, (hot, levels) in enumerate(zip(member.onehot, member.column_widths(), strict=True)):
                 if hot:
-                    levels = _n_levels(member.code_maps[k])
                     blocks.append((X[:, k : k + 1] == np.arange(levels)).astype(np.float64))
                     kinds.append(np.zeros(levels, dtype=bool))
                 else:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from tabfm.errors import NotFittedError, TabFMValidationError
-from tabfm.preprocessing import FIRST_CATEGORY_CODE, MISSING_CODE, UNSEEN_CODE
+from tabfm.preprocessing import MISSING_CODE, UNSEEN_CODE
 
 logger = logging.getLogger(__name__)
 
@@ -312,14 +312,13 @@ class TabFMGraph(nn.Module):
         # One-hot members: column w of a member's view is used column source[w], copied (level -1),
         # or its indicator of one level (level >= 0); narrower members end in padding (level -2).
         width = max(m.width() for m in members)
-        self.expand = any(m.onehot is not None for m in members) or any(m.width() != width for m in members)
+        self.expand = any(m.onehot is not None for m in members)  # else every member is n_used wide
         source = np.zeros((self.n_members, width), dtype=np.int64)
         level = np.full((self.n_members, width), -2.0, dtype=np.float32)
         for i, member in enumerate(members):
             hot = member.onehot if member.onehot is not None else np.zeros(n_used, dtype=bool)
             w = 0
-            for k, mapping in enumerate(member.code_maps):
-                n = len(mapping) - FIRST_CATEGORY_CODE if hot[k] else 1
+            for k, n in enumerate(member.column_widths()):
                 source[i, w : w + n] = k
                 level[i, w : w + n] = np.arange(n) if hot[k] else -1.0
                 w += n
