@@ -46,7 +46,7 @@ class TabFMParams(_Params):
         description="training rows the model reads (a seeded subsample beyond). The shipped networks attend "
         "exactly over them: fitting 10,000 rows takes ~20 s of CPU and the stored ONNX file ~250 MB.",
     )
-    max_features: int | None = Field(50, ge=1, le=500)
+    max_features: int | None = Field(200, ge=1, le=500)
     context: Literal["global", "local", "mixed"] = Field(
         "global",
         description="rows a test row reads: all training rows (served through onnxruntime), or with 'local' "
