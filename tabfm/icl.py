@@ -552,9 +552,12 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         members on the 20 regression datasets.
     softmax_temperature : float, default 1.0
     numeric_transform : {"none", "mixed", "quantile"}, default "none"
-        As for :class:`TabFMClassifier`, but raw values by default: on the checkpoint-selection
-        splits the quantile-normal members lowered the regressor's mean R² (raw 0.621, mixed
-        0.612, quantile 0.585 with the step-8,033 checkpoint), on 197_cpu_act from 0.83 to 0.33.
+        As for :class:`TabFMClassifier`, but raw values by default. With the step-8,033
+        checkpoint quantile-normal members lowered mean R² on the checkpoint-selection splits
+        (raw 0.621, mixed 0.612, quantile 0.585); with step 17,800 raw and mixed tie on the 20
+        benchmark datasets (0.6432 and 0.6431, 3 seeds): mixed gains on skewed features
+        (574_house_16H +0.041) and loses where raw values carry the relation (201_pol −0.028)
+        (``benchmarks/results/tabfm_numeric_transform_regression.md``).
     categorical_transform : {"mixed", "native", "onehot"}, default "mixed"
         As for :class:`TabFMClassifier` (on the 13 regression datasets with such columns, mean R²
         0.6155 native, 0.6167 mixed, 0.6119 one-hot).
