@@ -50,7 +50,9 @@ class TabFMParams(_Params):
     context: Literal["global", "local", "mixed"] = Field(
         "global",
         description="rows a test row reads: all training rows (served through onnxruntime), or with 'local' "
-        "and 'mixed' the local_rows nearest ones in some or all members (served by torch, and slower to predict)",
+        "and 'mixed' the local_rows nearest ones in some or all members (served by torch, and slower to predict). "
+        "The service defaults to 'global' for both tasks; the library's TabFMRegressor defaults to 'mixed' with "
+        "local_anchor_rows=4, which raised mean R² on the benchmark at 11x the predict time",
     )
     local_rows: int = Field(128, ge=8, le=2048)
     local_anchor_rows: int | None = Field(

@@ -43,7 +43,7 @@ MAX_TEST_ROWS = 500
 N_MEMBERS = 4
 PROTOCOL = (
     f"v{PROTOCOL_VERSION}: {len(VALIDATION_DATASETS['classification'])} classification or "
-    f"{len(VALIDATION_DATASETS['regression'])} regression datasets, n_estimators={N_MEMBERS}, "
+    f"{len(VALIDATION_DATASETS['regression'])} regression datasets, n_estimators={N_MEMBERS}, context='global', "
     f"random_state=0, seeded 70/30 split, at most {MAX_TRAIN_ROWS:,} training and {MAX_TEST_ROWS} test rows"
 )
 
@@ -85,4 +85,8 @@ def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> d
     from tabfm.icl import TabFMClassifier, TabFMRegressor
 
     cls = TabFMClassifier if task == "classification" else TabFMRegressor
-    return score_estimator(lambda: cls(checkpoint=network, n_estimators=N_MEMBERS, random_state=0, device="cpu"), task, data_dir)
+    # Global contexts whatever the estimators' default: the protocol scores the network, and
+    # local members would multiply its time without changing what it ranks.
+    return score_estimator(
+        lambda: cls(checkpoint=network, n_estimators=N_MEMBERS, context="global", random_state=0, device="cpu"), task, data_dir
+    )

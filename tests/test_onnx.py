@@ -86,7 +86,7 @@ def data() -> dict[str, Any]:
 def _make(name: str, checkpoints: dict[str, Path]) -> Any:
     return {
         "tabfm-cls": lambda: TabFMClassifier(checkpoint=checkpoints["classification"], n_estimators=3, max_features=4, device="cpu"),
-        "tabfm-reg": lambda: TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=3, device="cpu"),
+        "tabfm-reg": lambda: TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=3, context="global", device="cpu"),
         "tabm-cls": lambda: TabMClassifier(k=4, d_block=32, n_bins=8, **PER_DATASET),
         "tabm-reg": lambda: TabMRegressor(k=4, d_block=32, arch="tabm-mini", d_embedding=0, **PER_DATASET),
         "tabr-cls": lambda: TabRClassifier(d_main=16, context_size=8, **PER_DATASET),
@@ -241,15 +241,15 @@ def test__tabfm_full_attention__export__equals_torch(name: str, checkpoints: dic
 
 
 def test__tabfm_regressor_length_scale__export__equals_torch(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
-    est = TabFMRegressor(checkpoint=checkpoints["regression-scaled"], n_estimators=2, device="cpu").fit(data["X"], data["y_reg"])
-    plain = TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=2, device="cpu").fit(data["X"], data["y_reg"])
+    est = TabFMRegressor(checkpoint=checkpoints["regression-scaled"], n_estimators=2, context="global", device="cpu").fit(data["X"], data["y_reg"])
+    plain = TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=2, context="global", device="cpu").fit(data["X"], data["y_reg"])
     assert np.abs(est.predict(data["X_test"]) - plain.predict(data["X_test"])).max() > 1e-6  # the scale is active
     predictor = OnnxPredictor(est.to_onnx(tmp_path / "reg.onnx"))
     np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
 
 
 def test__tabfm_regressor_mixed_transform__export__equals_torch(checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
-    est = TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=2, numeric_transform="mixed", device="cpu")
+    est = TabFMRegressor(checkpoint=checkpoints["regression"], n_estimators=2, numeric_transform="mixed", context="global", device="cpu")
     est.fit(data["X"], data["y_reg"])
     assert [m.quantile for m in est.members_] == [False, True]
     predictor = OnnxPredictor(est.to_onnx(tmp_path / "mixed.onnx"))
@@ -261,7 +261,7 @@ def test__tabfm_onehot_members__export__equals_torch(task: str, checkpoints: dic
     # Members 2 and 3 see the categorical columns one-hot: wider tables, padded in the graph's batch;
     # X_test holds missing and unseen levels, which are 0 in every indicator.
     cls = TabFMClassifier if task == "classification" else TabFMRegressor
-    est = cls(checkpoint=checkpoints[task], n_estimators=4, categorical_transform="mixed", device="cpu")
+    est = cls(checkpoint=checkpoints[task], n_estimators=4, categorical_transform="mixed", context="global", device="cpu")
     est.fit(data["X"], data["y_cls"] if task == "classification" else data["y_reg"])
     assert [m.onehot is not None for m in est.members_] == [False, False, True, True]
     assert est.members_[2].width() > len(est.members_[2].features)
