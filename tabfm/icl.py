@@ -410,8 +410,8 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         on the 11 benchmark datasets with more than 50 features (3 seeds), 50, 100 and 200 gave
         mean ROC-AUC 0.9589, 0.9626 and 0.9650 (alzheimer_ad 0.845 to 0.889, 130 features) and
         mean R² 0.7337, 0.7420 and 0.7417, for 62% more fit time in all
-        (``benchmarks/results/tabfm_max_features.md``). Time and memory grow with it: on 10,000
-        rows × 200 features, 200 takes 1.8× the time of 50 and peaks at 2.9 GB.
+        (``benchmarks/results/tabfm_max_features.md``). Time and memory grow with it; the
+        row-wise stages run on chunks of 8,192 training rows, which bounds their memory.
     batch_size : int, default 1024
         Test rows per forward pass (bounds memory at predict); a local member runs tables of a
         context and the test rows that read it, about ``batch_size`` rows in all per pass.
