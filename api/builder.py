@@ -63,10 +63,10 @@ def make_estimator(kind: str, task: str, params: dict[str, Any], settings: Setti
         if not Path(checkpoint).is_file():
             raise CheckpointMissing(f"the server has no TabFM {task} checkpoint ({checkpoint}); ask its operator")
         params["checkpoint"] = str(checkpoint)
-        # The service's own defaults (the schema's): global contexts, which onnxruntime serves,
-        # where the library's regressor defaults to slower local members.
-        params.setdefault("context", "global")
-        params.setdefault("local_anchor_rows", None)
+        # The schema's defaults, not the library's, for the rows a test row reads: global contexts,
+        # which onnxruntime serves, where the library's regressor defaults to slower local members.
+        for name in ("context", "local_anchor_rows"):
+            params.setdefault(name, PARAMS[kind].model_fields[name].default)
     else:
         params["max_epochs"] = min(int(params.get("max_epochs", 100)), settings.max_epochs)
         limit = params.get("time_limit")

@@ -86,7 +86,7 @@ def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> d
 
     cls = TabFMClassifier if task == "classification" else TabFMRegressor
     # Global contexts whatever the estimators' default: the protocol scores the network, and
-    # local members would multiply its time without changing what it ranks.
+    # local members would multiply its time.
     return score_estimator(
         lambda: cls(checkpoint=network, n_estimators=N_MEMBERS, context="global", random_state=0, device="cpu"), task, data_dir
     )
