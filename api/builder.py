@@ -64,7 +64,8 @@ def make_estimator(kind: str, task: str, params: dict[str, Any], settings: Setti
             raise CheckpointMissing(f"the server has no TabFM {task} checkpoint ({checkpoint}); ask its operator")
         params["checkpoint"] = str(checkpoint)
         # The schema's defaults, not the library's, for the rows a test row reads: global contexts,
-        # which onnxruntime serves, where the library's regressor defaults to slower local members.
+        # which onnxruntime serves, where the library's estimators default to members that read each
+        # test row's neighbours (torch only).
         for name in ("context", "local_anchor_rows"):
             params.setdefault(name, PARAMS[kind].model_fields[name].default)
     else:

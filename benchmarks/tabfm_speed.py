@@ -1,14 +1,15 @@
 """Fit + predict time of TabFM against LightGBM, side by side in one run.
 
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
-        [--n-estimators 1,2,8] [--contexts mixed,local] [--anchor-rows 4,16]
+        [--n-estimators 1,2,8] [--contexts global,mixed,local] [--anchor-rows 4,16]
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
 ``repeats`` runs and the ratio to LightGBM's. TabFM runs with each ensemble size of
 ``--n-estimators`` and with its default ensemble, using the shipped checkpoint (what the sizes
 cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``), then the default ensemble with
-each ``context`` of ``--contexts`` (local members run one table per test row), and with each
-``local_anchor_rows`` of ``--anchor-rows`` (one table per anchor in use).
+each other ``context`` of ``--contexts`` (local members run one table per test row), and, for
+``"local"`` and ``"mixed"``, with each ``local_anchor_rows`` of ``--anchor-rows`` (one table per
+anchor in use).
 
 Each TabFM row also gives the network's work, counted in one extra untimed run
 (:class:`benchmarks.flop_count.FlopCount`: matrix products and attention), and the rate it ran at;
@@ -82,10 +83,12 @@ def _sizes(text: str) -> set[int]:
 
 def _contexts(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in ("mixed", "local")]
+    from tabfm.icl import CONTEXTS
+
+    bad = [n for n in names if n not in CONTEXTS]
     if bad:
         raise argparse.ArgumentTypeError(
-            f"contexts must be mixed and/or local, however: {', '.join(bad)}"
+            f"contexts must be among {', '.join(CONTEXTS)}, however: {', '.join(bad)}"
         )
     return names
 
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "--contexts",
         type=_contexts,
         default="",
-        help="comma-separated contexts besides 'global': mixed, local",
+        help="comma-separated contexts besides the default: global, focused, mixed, local",
     )
     parser.add_argument(
         "--anchor-rows",
@@ -142,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         name = f"tabfm (default, n_estimators={n})" if n == default else f"tabfm (n_estimators={n})"
         candidates[name] = lambda n=n: TabFMClassifier(n_estimators=n, device="cpu")
     for context in args.contexts:
+        if context == TabFMClassifier().context:
+            continue  # the default ensemble's rows already time it
         candidates[f"tabfm (context={context})"] = lambda c=context: TabFMClassifier(
             context=c, device="cpu"
         )
-        for rows in sorted(args.anchor_rows):
+        for rows in sorted(args.anchor_rows) if context in ("local", "mixed") else []:
             candidates[f"tabfm (context={context}, local_anchor_rows={rows})"] = (
                 lambda c=context, r=rows: TabFMClassifier(
                     context=c, local_anchor_rows=r, device="cpu"

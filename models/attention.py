@@ -266,14 +266,19 @@ class ContextAttention(nn.Module):
         pooled = attend(q * scale if scale != 1.0 else q, k, torch.cat([k, v], dim=-1))  # (B, H, m, 2 dh)
         return pooled[..., :dh], pooled[..., dh:]
 
-    def read(self, x: Tensor, summary: tuple[Tensor, Tensor]) -> Tensor:
-        """Rows ``(B, N, D)`` read a summary from :meth:`summarize`."""
+    def read(self, x: Tensor, summary: tuple[Tensor, Tensor], *, key_mask: Tensor | None = None) -> Tensor:
+        """Rows ``(B, N, D)`` read a summary from :meth:`summarize`; ``key_mask`` (broadcastable
+        to ``(B, H, N, M)``, exact attention only) marks the context rows each row may read."""
         k, v = summary
         if self.inducing is None:  # the summary is every context row: its length is N_ctx
-            scale = self.config.length_scale(k.shape[-2])
+            # The softmax spans the keys a row may read (every row of a mask reads as many).
+            n_keys = k.shape[-2] if key_mask is None else int(key_mask.sum(-1).amax())
+            scale = self.config.length_scale(n_keys)
             if scale != 1.0:
                 k = k * scale
-        return self.mha.read(x, k, v)
+        elif key_mask is not None:
+            raise ValueError("key_mask needs exact attention: an inducing summary has no per-row keys")
+        return self.mha.read(x, k, v, key_mask=key_mask)
 
     def forward(self, x: Tensor, x_ctx: Tensor) -> Tensor:
         return self.read(x, self.summarize(x_ctx))

@@ -351,9 +351,10 @@ class ICLBlock(nn.Module):
         """Keys and values ``(B, H, M, dh)`` standing for the context rows ``(B, N_ctx, D)``."""
         return self.attn.summarize(self.norm_attn(h_ctx))
 
-    def read(self, h: Tensor, summary: tuple[Tensor, Tensor]) -> Tensor:
-        """Update rows ``(B, N, D)`` from a context summary."""
-        h = h + self.attn.read(self.norm_attn(h), summary)
+    def read(self, h: Tensor, summary: tuple[Tensor, Tensor], key_mask: Tensor | None = None) -> Tensor:
+        """Update rows ``(B, N, D)`` from a context summary; ``key_mask`` ``(B, 1, N, M)`` bool
+        marks the summary's keys each row may read (default: all)."""
+        h = h + self.attn.read(self.norm_attn(h), summary, key_mask=key_mask)
         return h + self.ffn(self.norm_ffn(h))
 
 
@@ -546,8 +547,21 @@ class ICLTransformer(nn.Module):
             values=tuple(values),
         )
 
-    def predict_from_context(self, context: ICLContext, x_test: Tensor) -> Tensor:
-        """Logits ``(B, R_test, n_outputs)`` for test rows ``(B, R_test, F)``; rows are independent."""
+    def predict_from_context(
+        self,
+        context: ICLContext,
+        x_test: Tensor,
+        *,
+        focus_rows: Tensor | None = None,
+        focus_blocks: int = 2,
+    ) -> Tensor:
+        """Logits ``(B, R_test, n_outputs)`` for test rows ``(B, R_test, F)``; rows are independent.
+
+        ``focus_rows`` ``(B, R_test, k)``: indices of training rows (in ``encode_context``'s order).
+        In the last ``focus_blocks`` in-context blocks each test row then reads only those rows
+        and the thinking rows, instead of every context row (exact attention only): a focused
+        read of the neighbourhood, whose training rows were still encoded against all of them.
+        """
         x_test = torch.where(context.feature_mask[:, None, :], x_test, 0.0)
         h = self._rows(
             x_test,
@@ -556,8 +570,20 @@ class ICLTransformer(nn.Module):
             context.column_summaries,
             context.feature_mask,
         )  # (B, R_test, D)
-        for block, k, v in zip(self.blocks, context.keys, context.values, strict=True):
-            h = block.read(h, (k, v))
+        if not 0 <= focus_blocks <= len(self.blocks):
+            raise ValueError(f"focus_blocks must be in 0..{len(self.blocks)}, got focus_blocks={focus_blocks}")
+        key_mask = None
+        if focus_rows is not None:
+            if self.config.attention.kind != "full":
+                raise ValueError("focus_rows needs exact attention: an inducing summary has no per-row keys")
+            t = self.config.n_thinking_rows
+            key_mask = torch.zeros(*h.shape[:2], context.keys[0].shape[-2], dtype=torch.bool, device=h.device)
+            key_mask[..., :t] = True  # the thinking rows stay readable
+            key_mask.scatter_(-1, focus_rows.long() + t, True)
+            key_mask = key_mask[:, None]  # (B, 1, R_test, M): the same rows for every head
+        first_focused = len(self.blocks) - focus_blocks
+        for i, (block, k, v) in enumerate(zip(self.blocks, context.keys, context.values, strict=True)):
+            h = block.read(h, (k, v), key_mask if i >= first_focused else None)
         return self.head(self.norm_out(h))
 
     def forward(

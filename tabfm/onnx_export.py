@@ -485,7 +485,7 @@ def build_graph(est: Any) -> nn.Module:
     if getattr(est, "neighbour_index_", None) is not None:
         raise TabFMValidationError(
             f"cannot export a {type(est).__name__} with context={est.context!r}: the ONNX graph holds one summary "
-            "of all training rows per member, and local members read each test row's own neighbours; refit with "
+            "of all training rows per member, and local and focused members read each test row's own neighbours; refit with "
             "context='global' to export"
         )
     return _GRAPHS[family_of(est)](est).eval()

@@ -477,3 +477,72 @@ def test_forward__test_value_beyond_training_range__predicted_as_at_the_boundary
     torch.testing.assert_close(out["beyond"], out["edge"], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(out["inf"], out["nan"], atol=1e-6, rtol=1e-6)  # ±inf counts as missing
     assert not torch.allclose(out["nan"], out["edge"])
+
+
+def _focus_case(n_train: int = 12, n_test: int = 5, k: int = 4):
+    model = tiny_model("full")
+    x, y = tiny_batch(n_train=n_train, n_test=n_test)
+    context = model.encode_context(x[:, :n_train], y)
+    g = torch.Generator().manual_seed(3)
+    rows = torch.stack([torch.stack([torch.randperm(n_train, generator=g)[:k] for _ in range(n_test)]) for _ in range(2)])
+    return model, context, x[:, n_train:], rows  # rows: (B, R_test, k) training-row indices
+
+
+def test_predict_from_context__focus_on_every_training_row__same_as_unfocused():
+    model, context, x_test, _ = _focus_case()
+    every = torch.arange(12).expand(2, 5, 12)
+    torch.testing.assert_close(
+        model.predict_from_context(context, x_test, focus_rows=every, focus_blocks=2),
+        model.predict_from_context(context, x_test),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_predict_from_context__focus_blocks_zero__same_as_unfocused():
+    model, context, x_test, rows = _focus_case()
+    torch.testing.assert_close(
+        model.predict_from_context(context, x_test, focus_rows=rows, focus_blocks=0),
+        model.predict_from_context(context, x_test),
+        atol=0.0,
+        rtol=0.0,
+    )
+
+
+def test_predict_from_context__focused_blocks__read_only_the_focus_rows_and_thinking_rows():
+    """In a focused block a test row's output ignores every other training row's keys and values,
+    but not those of its own rows."""
+    model, context, x_test, rows = _focus_case()
+    focused = model.predict_from_context(context, x_test, focus_rows=rows, focus_blocks=1)
+    assert not torch.allclose(focused, model.predict_from_context(context, x_test), atol=1e-4)
+    t, last = model.config.n_thinking_rows, len(model.blocks) - 1
+
+    def with_last_block_keys(change: torch.Tensor) -> ICLContext:  # change: (B, M) bool over context rows
+        keys, values = list(context.keys), list(context.values)
+        noise = torch.randn_like(keys[last]) * 5
+        keys[last] = torch.where(change[:, None, :, None], keys[last] + noise, keys[last])
+        values[last] = torch.where(change[:, None, :, None], values[last] - noise, values[last])
+        return ICLContext(**{**context.__dict__, "keys": tuple(keys), "values": tuple(values)})
+
+    for b in range(2):
+        for r in range(5):
+            outside = torch.ones(2, t + 12, dtype=torch.bool)
+            outside[:, :t] = False
+            outside[b, t + rows[b, r]] = False
+            changed = model.predict_from_context(with_last_block_keys(outside), x_test, focus_rows=rows, focus_blocks=1)
+            torch.testing.assert_close(changed[b, r], focused[b, r], atol=1e-5, rtol=1e-5)
+    inside = torch.zeros(2, t + 12, dtype=torch.bool)
+    inside[0, t + rows[0, 0, 0]] = True
+    changed = model.predict_from_context(with_last_block_keys(inside), x_test, focus_rows=rows, focus_blocks=1)
+    assert not torch.allclose(changed[0, 0], focused[0, 0], atol=1e-4)
+
+
+def test_predict_from_context__focus_with_inducing_attention__raises():
+    model = tiny_model("inducing")
+    x, y = tiny_batch()
+    context = model.encode_context(x[:, :12], y)
+    with pytest.raises(ValueError, match="exact attention"):
+        model.predict_from_context(context, x[:, 12:], focus_rows=torch.zeros(2, 5, 3, dtype=torch.long))
+    model, context, x_test, rows = _focus_case()
+    with pytest.raises(ValueError, match="focus_blocks"):
+        model.predict_from_context(context, x_test, focus_rows=rows, focus_blocks=3)

@@ -235,7 +235,7 @@ def test__tabfm_classifier__more_classes_than_outputs__equals_torch(checkpoints:
 
 @pytest.mark.parametrize("name", ["classification-full", "classification-full-scaled"])
 def test__tabfm_full_attention__export__equals_torch(name: str, checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
-    est = TabFMClassifier(checkpoint=checkpoints[name], n_estimators=2, device="cpu").fit(data["X"], data["y_cls"])
+    est = TabFMClassifier(checkpoint=checkpoints[name], n_estimators=2, context="global", device="cpu").fit(data["X"], data["y_cls"])
     predictor = OnnxPredictor(est.to_onnx(tmp_path / "full.onnx"))
     np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
 

@@ -218,3 +218,89 @@ def test__local_context__onnx_export__refused_with_reason(ckpts: dict[str, Path]
     model = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=1, context="local", local_rows=20).fit(X, y)
     with pytest.raises(TabFMValidationError, match="context='local'"):
         export_estimator(model, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("n_estimators", [1, 2, 4])
+def test__focused_context__members_1_and_2_focused_and_all_keep_a_global_summary(ckpts: dict[str, Path], n_estimators: int) -> None:
+    X, y = make_classification(n_samples=100, n_features=4, random_state=0)
+    model = TabFMClassifier(checkpoint=ckpts["classification"], n_estimators=n_estimators, context="focused", local_rows=20).fit(X, y)
+    assert [(m.quantile, m.focused, m.local) for m in model.members_] == [
+        (False, False, False), (True, True, False), (False, True, False), (True, False, False)
+    ][:n_estimators]
+    assert all(c is not None for c in model.contexts_)
+    assert (model.neighbour_index_ is None) == (n_estimators == 1) and model.local_anchors_ is None
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__focused_context__a_focused_member_reads_its_neighbours_in_the_last_blocks(ckpts: dict[str, Path], task: str) -> None:
+    if task == "classification":
+        X, y = make_classification(n_samples=150, n_features=5, n_classes=3, n_informative=3, random_state=1)
+        cls = TabFMClassifier
+    else:
+        X, y = _regression()
+        cls = TabFMRegressor
+    params = dict(checkpoint=ckpts[task], n_estimators=2, local_rows=25, batch_size=20)
+    focused = cls(context="focused", **params).fit(X[:100], y[:100])
+    plain = cls(context="global", **params).fit(X[:100], y[:100])
+    X_test = focused._transform(X[100:])
+    neighbours = focused._neighbours(X_test)
+    assert neighbours.shape == (50, 25)
+    calls = []
+    original = focused.network_.predict_from_context
+    focused.network_.predict_from_context = lambda c, x, **kw: calls.append(kw) or original(c, x, **kw)
+    out = focused._member_logits(1, X_test, neighbours)
+    assert [kw["focus_rows"].shape for kw in calls] == [(1, 20, 25), (1, 20, 25), (1, 10, 25)]  # batch_size chunks
+    np.testing.assert_array_equal(torch.cat([kw["focus_rows"][0] for kw in calls]).numpy(), neighbours)
+    member_table, _ = focused._member_table(focused.members_[1], X_test)
+    with torch.inference_mode():
+        expected = original(focused.contexts_[1], member_table, focus_rows=torch.as_tensor(neighbours)[None], focus_blocks=2)
+    np.testing.assert_allclose(out, expected[0].numpy(), rtol=1e-5, atol=1e-5)
+    # member 0 is global: the same as in a global model
+    np.testing.assert_array_equal(focused._member_logits(0, X_test, neighbours), plain._member_logits(0, X_test, None))
+    assert not np.allclose(out, plain._member_logits(1, X_test, None), atol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__focused_context__test_rows_independent_and_save_load_identical(ckpts: dict[str, Path], task: str, tmp_path: Path) -> None:
+    params = dict(n_estimators=4, context="focused", local_rows=30, batch_size=16)
+    if task == "classification":
+        X, y = make_classification(n_samples=150, n_features=5, n_classes=3, n_informative=3, random_state=1)
+        model = TabFMClassifier(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
+        predict = model.predict_proba
+    else:
+        X, y = _regression()
+        model = TabFMRegressor(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
+        predict = model.predict
+    full = predict(X[100:])
+    np.testing.assert_allclose(predict(X[100:][::3]), full[::3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(X[100:][::-1]), full[::-1], rtol=1e-5, atol=1e-6)
+    loaded = type(model).load(model.save(tmp_path / "focused"), device="cpu")
+    assert [m.focused for m in loaded.members_] == [False, True, True, False]
+    loaded_predict = loaded.predict_proba if task == "classification" else loaded.predict
+    np.testing.assert_allclose(loaded_predict(X[100:]), full, rtol=1e-6)
+
+
+def test__focused_context__neighbourhood_of_every_row__same_as_global(ckpts: dict[str, Path]) -> None:
+    X, y = make_classification(n_samples=120, n_features=5, random_state=0)
+    whole = TabFMClassifier(checkpoint=ckpts["classification"], n_estimators=3).fit(X[:90], y[:90])
+    focused = TabFMClassifier(checkpoint=ckpts["classification"], n_estimators=3, context="focused", local_rows=90).fit(X[:90], y[:90])
+    assert focused.neighbour_index_ is None and not any(m.focused for m in focused.members_)
+    np.testing.assert_array_equal(focused.predict_proba(X[90:]), whole.predict_proba(X[90:]))
+
+
+def test__focused_context__onnx_export__refused_with_reason(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    from tabfm.onnx_export import export_estimator
+
+    X, y = make_classification(n_samples=100, n_features=4, random_state=0)
+    model = TabFMClassifier(checkpoint=ckpts["classification"], n_estimators=2, context="focused", local_rows=20).fit(X, y)
+    with pytest.raises(TabFMValidationError, match="context='focused'"):
+        export_estimator(model, tmp_path / "m.onnx")
+
+
+def test__focused_context__inducing_attention_network__every_member_global(tmp_path: Path) -> None:
+    X, y = make_classification(n_samples=100, n_features=4, random_state=0)
+    ckpt = _tiny_checkpoint(tmp_path, "classification", "inducing")
+    focused = TabFMClassifier(checkpoint=ckpt, n_estimators=2, context="focused", local_rows=20).fit(X[:80], y[:80])
+    plain = TabFMClassifier(checkpoint=ckpt, n_estimators=2, context="global").fit(X[:80], y[:80])
+    assert not any(m.focused for m in focused.members_) and focused.neighbour_index_ is None
+    np.testing.assert_array_equal(focused.predict_proba(X[80:]), plain.predict_proba(X[80:]))
