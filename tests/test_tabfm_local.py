@@ -97,30 +97,41 @@ def test__local_context__equals_a_fit_on_the_neighbours_alone(ckpts: dict[str, P
             )
 
 
+def _fit_three_class_or_regression(ckpts: dict[str, Path], task: str, **params: object) -> tuple[object, object, np.ndarray]:
+    """A model fitted on 100 rows, its predict function, and the 50 test rows (``X[100:]``)."""
+    if task == "classification":
+        X, y = make_classification(n_samples=150, n_features=5, n_classes=3, n_informative=3, random_state=1)
+        model = TabFMClassifier(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
+        return model, model.predict_proba, X[100:]
+    X, y = _regression()
+    model = TabFMRegressor(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
+    return model, model.predict, X[100:]
+
+
+def _assert_rows_independent(predict: object, X_test: np.ndarray) -> np.ndarray:
+    """Predictions of a subset and of the reversed rows match those of all rows; returns those."""
+    full = predict(X_test)
+    np.testing.assert_allclose(predict(X_test[::3]), full[::3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(X_test[::-1]), full[::-1], rtol=1e-5, atol=1e-6)
+    return full
+
+
 @pytest.mark.parametrize("anchors", [None, 1, 16, 40])
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test__local_context__test_rows_independent_and_save_load_identical(
     ckpts: dict[str, Path], task: str, anchors: object, tmp_path: Path
 ) -> None:
-    params = dict(n_estimators=2, context="local", local_rows=30, local_anchor_rows=anchors, batch_size=70)
-    if task == "classification":
-        X, y = make_classification(n_samples=150, n_features=5, n_classes=3, n_informative=3, random_state=1)
-        model = TabFMClassifier(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
-        predict = model.predict_proba
-    else:
-        X, y = _regression()
-        model = TabFMRegressor(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
-        predict = model.predict
-    full = predict(X[100:])
-    np.testing.assert_allclose(predict(X[100:][::3]), full[::3], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(predict(X[100:][::-1]), full[::-1], rtol=1e-5, atol=1e-6)
+    model, predict, X_test = _fit_three_class_or_regression(
+        ckpts, task, n_estimators=2, context="local", local_rows=30, local_anchor_rows=anchors, batch_size=70
+    )
+    full = _assert_rows_independent(predict, X_test)
     loaded = type(model).load(model.save(tmp_path / "local"), device="cpu")
     assert (loaded.context, loaded.local_rows, loaded.local_anchor_rows) == ("local", 30, anchors)
     assert (model.local_anchors_ is None) == (anchors in (None, 1))
     if model.local_anchors_ is not None:
         np.testing.assert_array_equal(loaded.local_anchors_, model.local_anchors_)
     loaded_predict = loaded.predict_proba if task == "classification" else loaded.predict
-    np.testing.assert_allclose(loaded_predict(X[100:]), full, rtol=1e-6)
+    np.testing.assert_allclose(loaded_predict(X_test), full, rtol=1e-6)
 
 
 def test__local_context__regression_quantiles_ordered_and_constant_neighbourhoods_finite(ckpts: dict[str, Path]) -> None:
@@ -262,22 +273,14 @@ def test__focused_context__a_focused_member_reads_its_neighbours_in_the_last_blo
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test__focused_context__test_rows_independent_and_save_load_identical(ckpts: dict[str, Path], task: str, tmp_path: Path) -> None:
-    params = dict(n_estimators=4, context="focused", local_rows=30, batch_size=16)
-    if task == "classification":
-        X, y = make_classification(n_samples=150, n_features=5, n_classes=3, n_informative=3, random_state=1)
-        model = TabFMClassifier(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
-        predict = model.predict_proba
-    else:
-        X, y = _regression()
-        model = TabFMRegressor(checkpoint=ckpts[task], **params).fit(X[:100], y[:100])
-        predict = model.predict
-    full = predict(X[100:])
-    np.testing.assert_allclose(predict(X[100:][::3]), full[::3], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(predict(X[100:][::-1]), full[::-1], rtol=1e-5, atol=1e-6)
+    model, predict, X_test = _fit_three_class_or_regression(
+        ckpts, task, n_estimators=4, context="focused", local_rows=30, batch_size=16
+    )
+    full = _assert_rows_independent(predict, X_test)
     loaded = type(model).load(model.save(tmp_path / "focused"), device="cpu")
     assert [m.focused for m in loaded.members_] == [False, True, True, False]
     loaded_predict = loaded.predict_proba if task == "classification" else loaded.predict
-    np.testing.assert_allclose(loaded_predict(X[100:]), full, rtol=1e-6)
+    np.testing.assert_allclose(loaded_predict(X_test), full, rtol=1e-6)
 
 
 def test__focused_context__neighbourhood_of_every_row__same_as_global(ckpts: dict[str, Path]) -> None:
