@@ -450,8 +450,10 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         attention every member is global). With step 17,621 on the 44 classification datasets (3
         seeds, ≤3,000 rows) it raised mean ROC-AUC from 0.9087 (``"global"``) to 0.9131, better
         on 29 and worse on 8 (connect_4 +0.039, wine_quality_white +0.021, tic_tac_toe +0.015;
-        health_insurance −0.007, wine_quality_red −0.006), for a median predict time of 1.26 s
-        against 0.76 s (``benchmarks/results/tabfm_focused_context.md``). ``"local"``: its ``local_rows`` nearest training rows
+        health_insurance −0.007, wine_quality_red −0.006)
+        (``benchmarks/results/tabfm_focused_context.md``); fit + predict on 1,000 × 1,000 rows
+        took 0.95 s against 0.94 s all-global in one run (``benchmarks/results/tabfm_speed.md``).
+        ``"local"``: its ``local_rows`` nearest training rows
         (:mod:`tabfm.neighbours`), read as a table of their own, so the network resolves the
         local structure (and, in regression, the local spread of the target) instead of the
         whole table's; this costs a forward pass of ``local_rows + 1`` rows per test row and
@@ -606,8 +608,8 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         +0.130, 201_pol +0.065, 537_houses +0.055; hitters_salary −0.024, food_deliveries −0.023),
         and multiplied the summed predict time by 11 (``benchmarks/results/tabfm_regression_context.md``).
         ``context="focused"`` costs far less: on one seed of the same datasets (step 17,927) mean
-        R² was 0.655 global, 0.665 focused and 0.675 mixed, at median predict times of 1.3 s
-        (focused) and 17.2 s (mixed) (``benchmarks/results/tabfm_focused_context_regression.md``).
+        R² was 0.655 global, 0.665 focused and 0.675 mixed
+        (``benchmarks/results/tabfm_focused_context_regression.md``).
         ``context="global"`` is the fast choice, and the one ``tabfm export`` (ONNX) needs.
     checkpoint, max_context_rows, max_features, batch_size, local_rows, categorical_features, device, random_state
         As for :class:`TabFMClassifier`.
