@@ -570,10 +570,10 @@ class ICLTransformer(nn.Module):
             context.column_summaries,
             context.feature_mask,
         )  # (B, R_test, D)
-        if not 0 <= focus_blocks <= len(self.blocks):
-            raise ValueError(f"focus_blocks must be in 0..{len(self.blocks)}, got focus_blocks={focus_blocks}")
         key_mask = None
         if focus_rows is not None:
+            if not 0 <= focus_blocks <= len(self.blocks):
+                raise ValueError(f"focus_blocks must be in 0..{len(self.blocks)}, got focus_blocks={focus_blocks}")
             if self.config.attention.kind != "full":
                 raise ValueError("focus_rows needs exact attention: an inducing summary has no per-row keys")
             t = self.config.n_thinking_rows

@@ -323,10 +323,11 @@ class _TabFMBase(TabularEstimator):
             chunks = []
             for start in range(0, len(X_enc), self.batch_size):
                 x, _ = self._member_table(member, X_enc[start : start + self.batch_size])
-                focus = None
-                if member.focused:
-                    focus = torch.as_tensor(neighbours[start : start + self.batch_size], device=self.device_)[None]
-                logits = self.network_.predict_from_context(context, x, focus_rows=focus, focus_blocks=FOCUS_BLOCKS)
+                focus = {}
+                if member.focused:  # networks with fewer blocks focus all of them
+                    rows = torch.as_tensor(neighbours[start : start + self.batch_size], device=self.device_)[None]
+                    focus = {"focus_rows": rows, "focus_blocks": min(FOCUS_BLOCKS, self.network_.config.n_icl_blocks)}
+                logits = self.network_.predict_from_context(context, x, **focus)
                 chunks.append(logits[0].float().cpu().numpy())
             return np.concatenate(chunks, axis=0)
         x_train, cat = self._member_table(member, self.X_train_)
