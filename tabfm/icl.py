@@ -692,7 +692,7 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         take its bins' standardised values to the target's standardised scale."""
         neighbours = self._neighbours(X_enc)
         affine = None
-        if neighbours is not None:
+        if any(m.local for m in self.members_):  # focused members stay on the global scale
             shift, scale = self._local_affine(self._standardised_targets()[neighbours])
             affine = (torch.as_tensor(shift)[:, None], torch.as_tensor(scale)[:, None])  # (n, 1)
         out = []

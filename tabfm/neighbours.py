@@ -47,9 +47,14 @@ class NeighbourIndex:
             return torch.zeros(len(X_enc), 1)
         return torch.cat(parts, dim=1)
 
-    def query(self, X_enc: np.ndarray) -> np.ndarray:
+    def query(self, X_enc: np.ndarray, chunk_size: int = 4096) -> np.ndarray:
         """``(n, k)`` int64 training-row indices of each row's context, nearest first: its own
-        ``k`` nearest rows, or with anchors those of its nearest anchor."""
+        ``k`` nearest rows, or with anchors those of its nearest anchor. Queries run
+        ``chunk_size`` rows at a time, which bounds the distance matrix's memory."""
+        parts = [self._query(X_enc[i : i + chunk_size]) for i in range(0, len(X_enc), chunk_size)]
+        return np.concatenate(parts) if parts else np.empty((0, self.k_), dtype=np.int64)
+
+    def _query(self, X_enc: np.ndarray) -> np.ndarray:
         if self.anchors_ is None:
             return exact_search(self._embed(X_enc), self.points_, self.k_).numpy()
         nearest = exact_search(self._embed(X_enc), self.points_[self.anchors_], 1).numpy()[:, 0]

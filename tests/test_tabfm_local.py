@@ -307,3 +307,12 @@ def test__focused_context__inducing_attention_network__every_member_global(tmp_p
     plain = TabFMClassifier(checkpoint=ckpt, n_estimators=2, context="global").fit(X[:80], y[:80])
     assert not any(m.focused for m in focused.members_) and focused.neighbour_index_ is None
     np.testing.assert_array_equal(focused.predict_proba(X[80:]), plain.predict_proba(X[80:]))
+
+
+@pytest.mark.parametrize("anchors", [None, 16])
+def test__neighbour_index__query_in_chunks__same_rows(anchors: object) -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 3))
+    index = NeighbourIndex(np.zeros(3, bool), np.zeros(3, int)).fit(X, 12, anchors=None if anchors is None else np.arange(0, 200, anchors))
+    queries = rng.normal(size=(50, 3))
+    np.testing.assert_array_equal(index.query(queries, chunk_size=7), index.query(queries))
