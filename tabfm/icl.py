@@ -28,12 +28,13 @@ import torch
 
 from models.icl import ICLContext, ICLTransformer
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
-from tabfm.checkpoint import load_checkpoint, network_from_state, read_card, shipped_checkpoint
+from tabfm.checkpoint import network_from_state, read_card, shared_network, shipped_checkpoint
 from tabfm.errors import TabFMValidationError
 from tabfm.neighbours import NeighbourIndex
-from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
+from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler, TargetQuantiles
 
 NUMERIC_TRANSFORMS = ("mixed", "none", "quantile")
+TARGET_TRANSFORMS = ("mixed", "none", "quantile")
 CATEGORICAL_TRANSFORMS = ("mixed", "native", "onehot")
 CONTEXTS = ("global", "focused", "local", "mixed")
 ONEHOT_MAX_LEVELS = 12  # categorical columns with more known levels stay on the native path
@@ -51,6 +52,7 @@ class Member:
     local: bool = False  # each test row reads its nearest training rows instead of all of them
     onehot: np.ndarray | None = None  # (F_m,) bool: used categorical columns entered as one 0/1 column per level
     focused: bool = False  # global, but each test row's last in-context blocks read only its neighbours
+    target_quantile: bool = False  # regression: the network sees the target's quantile-normal map
 
     def column_widths(self) -> np.ndarray:
         """``(F_m,)`` columns each used column becomes in the member's view: its known levels when
@@ -72,6 +74,7 @@ class Member:
             "local": self.local,
             "focused": self.focused,
             "onehot": None if self.onehot is None else self.onehot.tolist(),
+            "target_quantile": self.target_quantile,
         }
 
     @classmethod
@@ -87,6 +90,7 @@ class Member:
             bool(d.get("local", False)),
             onehot,
             bool(d.get("focused", False)),
+            bool(d.get("target_quantile", False)),
         )
 
 
@@ -113,6 +117,8 @@ MAX_QUERIES = 64  # test rows in one local table beside its context
 # In-context blocks (of the last ones) where a focused member's test rows read only their
 # neighbourhood: the last 2 or 3 of 6 gave the same mean ROC-AUC on the 44 classification datasets.
 FOCUS_BLOCKS = 2
+# Levels at which a quantile member's distribution is read to take its mean on the target's scale.
+MEAN_LEVELS = 128
 
 
 def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -149,7 +155,7 @@ class _TabFMBase(TabularEstimator):
             network = source
         else:
             path = shipped_checkpoint(self._task) if source is None else Path(source)
-            network = load_checkpoint(path)
+            network = shared_network(path, self.device_)
             self.checkpoint_card_ = read_card(path).get("model", path.name)
         if network.config.task != self._task:
             raise TabFMValidationError(
@@ -241,7 +247,11 @@ class _TabFMBase(TabularEstimator):
             local=local,
             onehot=_onehot_columns(code_maps) if onehot else None,
             focused=focused,
+            target_quantile=self._target_quantile(index),
         )
+
+    def _target_quantile(self, index: int) -> bool:
+        return False
 
     def _class_map(self, index: int, rng: np.random.Generator) -> np.ndarray | None:
         return None
@@ -577,6 +587,61 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         return proba / proba.sum(axis=1, keepdims=True)
 
 
+@dataclass
+class _QuantileWarp:
+    """Between a quantile member's target scale (the target's quantile-normal map) and the
+    standardised target. The inverse map is constant beyond the training range, so the member's
+    mass beyond its extreme knots sits on the smallest and largest training targets."""
+
+    quantiles: TargetQuantiles
+    mean: float
+    std: float
+
+    def to_standardised(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor((self.quantiles.inverse(t.numpy()) - self.mean) / self.std)
+
+    def from_standardised(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.quantiles.transform(z.numpy() * self.std + self.mean))
+
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and largest training targets, standardised."""
+        q = self.quantiles.quantiles_
+        return (q[0] - self.mean) / self.std, (q[-1] - self.mean) / self.std
+
+
+@dataclass
+class _MemberDistribution:
+    """One regression member's prediction: a bar distribution over ``shift + scale * v`` on the
+    member's target scale, and ``warp`` from that scale to the standardised target (None: the
+    member's scale is the standardised target)."""
+
+    logits: torch.Tensor  # (n, n_bins), temperature applied
+    shift: Any  # float or (n, 1)
+    scale: Any
+    warp: _QuantileWarp | None
+
+    def to_standardised(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.warp is None else self.warp.to_standardised(t)
+
+    def mean(self, bar: Any) -> torch.Tensor:
+        """``(n, 1)`` mean on the standardised target's scale."""
+        if self.warp is None:
+            return bar.mean(self.logits)[:, None] * self.scale + self.shift
+        # The mean of a warped distribution: the average of its quantiles at evenly spread levels.
+        levels = ((np.arange(MEAN_LEVELS) + 0.5) / MEAN_LEVELS).tolist()
+        return self.quantile(bar, levels).mean(1, keepdim=True)
+
+    def quantile(self, bar: Any, levels: list[float]) -> torch.Tensor:
+        return self.to_standardised(bar.quantile(self.logits, levels) * self.scale + self.shift)
+
+    def cdf(self, bar: Any, z: torch.Tensor) -> torch.Tensor:
+        if self.warp is None:
+            return bar.cdf(self.logits, (z - self.shift) / self.scale)
+        cdf = bar.cdf(self.logits, (self.warp.from_standardised(z) - self.shift) / self.scale)
+        low, high = self.warp.bounds()
+        return torch.where(z >= high, 1.0, torch.where(z < low, 0.0, cdf))
+
+
 class TabFMRegressor(TabularRegressor, _TabFMBase):
     """The pretrained in-context regressor: a distribution over the target for every row.
 
@@ -599,6 +664,15 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
     categorical_transform : {"mixed", "native", "onehot"}, default "mixed"
         As for :class:`TabFMClassifier` (on the 13 regression datasets with such columns, mean R²
         0.6155 native, 0.6167 mixed, 0.6119 one-hot).
+    target_transform : {"none", "mixed", "quantile"}, default "none"
+        ``"quantile"``: the members see the target through its training quantiles mapped to a
+        standard normal (:class:`tabfm.preprocessing.TargetQuantiles`), and their distributions
+        are mapped back (means and quantiles on the target's own scale; never outside the
+        training range). ``"mixed"``: odd members only. On the 20 benchmark datasets (one seed,
+        step 17,967, default contexts) mean R² was 0.6753 with ``"none"``, 0.6761 with
+        ``"mixed"`` and 0.6753 with ``"quantile"``, which gained on some tables (537_houses
+        +0.012, 4544_GeographicalOriginalofMusic +0.008) and lost on others (574_house_16H
+        −0.021, 207_autoPrice −0.015) (``benchmarks/results/tabfm_target_transform.md``).
     context : {"focused", "global", "local", "mixed"}, default "mixed"
     local_anchor_rows : int or None, default 4
         As for :class:`TabFMClassifier`, but by default members 1 and 2 of 4 read local contexts
@@ -632,6 +706,7 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         softmax_temperature: float = 1.0,
         numeric_transform: str = "none",
         categorical_transform: str = "mixed",
+        target_transform: str = "none",
         checkpoint: Any = None,
         max_context_rows: int | None = 10_000,
         max_features: int | None = 200,
@@ -647,6 +722,7 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         self.softmax_temperature = softmax_temperature
         self.numeric_transform = numeric_transform
         self.categorical_transform = categorical_transform
+        self.target_transform = target_transform
         self.checkpoint = checkpoint
         self.max_context_rows = max_context_rows
         self.max_features = max_features
@@ -659,64 +735,92 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         self.random_state = random_state
 
     def _fit_encoded(self, X_enc: np.ndarray, y_enc: np.ndarray, rng: np.random.Generator) -> None:
+        if self.target_transform not in TARGET_TRANSFORMS:
+            raise TabFMValidationError(
+                f"target_transform must be one of {', '.join(map(repr, TARGET_TRANSFORMS))}, "
+                f"however: target_transform={self.target_transform!r}"
+            )
         self.y_mean_ = float(np.mean(y_enc))
         self.y_std_ = float(np.std(y_enc)) or 1.0
+        self.target_quantiles_ = TargetQuantiles().fit(y_enc) if self.target_transform != "none" else None
         super()._fit_encoded(X_enc, y_enc, rng)
+
+    def _target_quantile(self, index: int) -> bool:
+        return self.target_transform == "quantile" or (self.target_transform == "mixed" and index % 2 == 1)
 
     def _standardised_targets(self) -> np.ndarray:
         return (self.y_train_ - self.y_mean_) / self.y_std_
 
+    def _member_targets(self, member: Member) -> np.ndarray:
+        """The member's training targets: standardised, or through the target's quantile-normal map."""
+        if member.target_quantile:
+            return self.target_quantiles_.transform(self.y_train_)
+        return self._standardised_targets()
+
     def _train_targets(self, member: Member) -> np.ndarray:
-        return self._standardised_targets().astype(np.float32)
+        return self._member_targets(member).astype(np.float32)
 
     def _target_state(self) -> dict[str, Any]:
-        return {"y_mean": self.y_mean_, "y_std": self.y_std_}
+        state: dict[str, Any] = {"y_mean": self.y_mean_, "y_std": self.y_std_}
+        if self.target_quantiles_ is not None:
+            state["quantiles"] = self.target_quantiles_.quantiles_.tolist()
+            state["references"] = self.target_quantiles_.references_.tolist()
+        return state
 
     def _restore_target(self, state: dict[str, Any]) -> None:
         self.y_mean_, self.y_std_ = float(state["y_mean"]), float(state["y_std"])
+        self.target_quantiles_ = None
+        if state.get("quantiles") is not None:
+            self.target_quantiles_ = TargetQuantiles(len(state["quantiles"]))
+            self.target_quantiles_.quantiles_ = np.asarray(state["quantiles"], dtype=np.float64)
+            self.target_quantiles_.references_ = np.asarray(state["references"], dtype=np.float64)
 
     @staticmethod
     def _local_affine(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation ``(n,)`` of each local context's standardised targets ``z (n, k)``."""
+        """Mean and standard deviation ``(n,)`` of each local context's targets ``z (n, k)``."""
         return z.mean(axis=1), np.maximum(z.std(axis=1), 1e-3)
 
     def _context_targets(self, member: Member, neighbours: np.ndarray) -> np.ndarray:
         # Each local context is standardised on its own, as every pretraining table was: the bins
         # then resolve the local spread of the target instead of the whole training set's.
-        z = self._standardised_targets()[neighbours]
+        z = self._member_targets(member)[neighbours]
         shift, scale = self._local_affine(z)
         return ((z - shift[:, None]) / scale[:, None]).astype(np.float32)
 
-    def _member_distributions(self, X_enc: np.ndarray) -> list[tuple[torch.Tensor, Any, Any]]:
-        """Per member: logits ``(n, n_bins)`` (temperature applied) and the ``(shift, scale)`` that
-        take its bins' standardised values to the target's standardised scale."""
+    def _member_distributions(self, X_enc: np.ndarray) -> list[_MemberDistribution]:
         neighbours = self._neighbours(X_enc)
-        affine = None
-        if any(m.local for m in self.members_):  # focused members stay on the global scale
-            shift, scale = self._local_affine(self._standardised_targets()[neighbours])
-            affine = (torch.as_tensor(shift)[:, None], torch.as_tensor(scale)[:, None])  # (n, 1)
+        affine: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+        warp = _QuantileWarp(self.target_quantiles_, self.y_mean_, self.y_std_) if self.target_quantiles_ is not None else None
         out = []
         for i, member in enumerate(self.members_):
             logits = torch.as_tensor(self._member_logits(i, X_enc, neighbours)).double() / self.softmax_temperature
-            out.append((logits, *(affine if member.local else (0.0, 1.0))))
+            shift, scale = 0.0, 1.0  # global and focused members bin the member's own global scale
+            if member.local:
+                kind = member.target_quantile
+                if kind not in affine:
+                    s, c = self._local_affine(self._member_targets(member)[neighbours])
+                    affine[kind] = (torch.as_tensor(s)[:, None], torch.as_tensor(c)[:, None])  # (n, 1)
+                shift, scale = affine[kind]
+            out.append(_MemberDistribution(logits, shift, scale, warp if member.target_quantile else None))
         return out
 
     def _quantiles(self, X_enc: np.ndarray, levels: list[float]) -> np.ndarray:
         """Quantiles ``(n, len(levels))`` of the members' mixture, in the target's units."""
         bar = self.network_.bar_distribution.cpu()
         members = self._member_distributions(X_enc)
-        if len({m.local for m in self.members_}) == 1:  # one scale for all: mix the bins directly
-            mixture = torch.logsumexp(torch.stack([torch.log_softmax(m[0], -1) for m in members]), 0)
-            z = bar.quantile(mixture, levels) * members[0][2] + members[0][1]
+        if len({(m.local, m.target_quantile) for m in self.members_}) == 1:
+            # One scale for all: mix the bins directly (each map is monotone, so quantiles follow).
+            mixture = torch.logsumexp(torch.stack([torch.log_softmax(m.logits, -1) for m in members]), 0)
+            z = members[0].to_standardised(bar.quantile(mixture, levels) * members[0].scale + members[0].shift)
         else:
-            # Global and local members bin different scales: bisect the mixture's CDF, which at
-            # level q lies between the smallest and the largest member quantile.
+            # The members bin different scales: bisect the mixture's CDF, which at level q lies
+            # between the smallest and the largest member quantile.
             q = torch.as_tensor(levels, dtype=torch.float64)
-            each = torch.stack([bar.quantile(lg, levels) * scale + shift for lg, shift, scale in members])
+            each = torch.stack([m.quantile(bar, levels) for m in members])
             lo, hi = each.amin(0), each.amax(0)  # (n, Q)
             for _ in range(50):
                 mid = 0.5 * (lo + hi)
-                cdf = sum(bar.cdf(lg, (mid - shift) / scale) for lg, shift, scale in members) / len(members)
+                cdf = sum(m.cdf(bar, mid) for m in members) / len(members)
                 below = cdf < q
                 lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
             z = 0.5 * (lo + hi)
@@ -725,7 +829,7 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
     def _predict_encoded(self, X_enc: np.ndarray) -> np.ndarray:
         bar = self.network_.bar_distribution.cpu()
         members = self._member_distributions(X_enc)
-        z = sum(bar.mean(lg)[:, None] * scale + shift for lg, shift, scale in members) / len(members)
+        z = sum(m.mean(bar) for m in members) / len(members)
         return np.asarray(z, dtype=np.float64).reshape(len(X_enc)) * self.y_std_ + self.y_mean_
 
     def predict(self, X: Any, output: str = "mean", quantiles: Any = None) -> np.ndarray:

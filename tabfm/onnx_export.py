@@ -488,6 +488,11 @@ def build_graph(est: Any) -> nn.Module:
             "of all training rows per member, and local and focused members read each test row's own neighbours; refit with "
             "context='global' to export"
         )
+    if any(getattr(m, "target_quantile", False) for m in getattr(est, "members_", [])):
+        raise TabFMValidationError(
+            f"cannot export a {type(est).__name__} with target_transform={est.target_transform!r}: the ONNX graph "
+            "takes the mean of each member's bins on the standardised target; refit with target_transform='none' to export"
+        )
     return _GRAPHS[family_of(est)](est).eval()
 
 

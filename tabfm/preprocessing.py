@@ -628,3 +628,41 @@ class NumericScaler:
             out[:, j] = ndtri(np.clip(0.5 * (up + down), eps, 1 - eps))
         out[np.isnan(X)] = np.nan
         return out.astype(np.float32)
+
+
+class TargetQuantiles:
+    """Quantile-normal map of a regression target, and its inverse (plain arrays: saved as JSON).
+
+    Training targets are mapped through their own quantiles to a standard normal, so that a
+    skewed or heavy-tailed target spreads over the bins of a bar distribution instead of crowding
+    a few of them. The knots are up to ``n_quantiles`` order statistics at their plotting
+    positions ``(rank + 0.5) / n``: the extreme training targets land at ``±Φ⁻¹(1 - 0.5 / n)``
+    (±3.3 for 1,000 rows), not at a clipping bound. The inverse is piecewise linear between the training quantiles and constant beyond them
+    (like a tree, it never predicts outside the training range).
+    """
+
+    def __init__(self, n_quantiles: int = 1000) -> None:
+        self.n_quantiles = n_quantiles
+
+    def fit(self, y: np.ndarray) -> TargetQuantiles:
+        y = np.sort(np.asarray(y, dtype=np.float64))
+        # Knots at evenly spaced order statistics, the smallest and largest included, each at its
+        # rank's plotting position.
+        ranks = np.unique(np.round(np.linspace(0, len(y) - 1, max(2, self.n_quantiles))).astype(np.int64))
+        self.quantiles_ = y[ranks]
+        self.references_ = (ranks + 0.5) / len(y)
+        return self
+
+    def transform(self, y: np.ndarray) -> np.ndarray:
+        from scipy.special import ndtri
+
+        y = np.asarray(y, dtype=np.float64)
+        q, r = self.quantiles_, self.references_
+        # average the forward and backward interpolation so that tied targets map to their middle rank
+        level = 0.5 * (np.interp(y, q, r) - np.interp(-y, -q[::-1], -r[::-1]))
+        return ndtri(level)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        from scipy.special import ndtr
+
+        return np.interp(ndtr(np.asarray(z, dtype=np.float64)), self.references_, self.quantiles_)

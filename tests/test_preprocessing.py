@@ -16,6 +16,7 @@ from tabfm.preprocessing import (
     UNSEEN_CODE,
     NumericScaler,
     TablePreprocessor,
+    TargetQuantiles,
     encode_classification_target,
     encode_regression_target,
 )
@@ -248,3 +249,16 @@ def test__numeric_scaler__standard__zero_mean_unit_std() -> None:
     out = NumericScaler("standard").fit(X).transform(X)
     np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(out.std(axis=0), 1.0, atol=1e-4)
+
+
+def test__target_quantiles__normal_scores_ties_and_bounded_inverse() -> None:
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.exp(rng.normal(size=500)), np.zeros(100)])  # skewed, with a tied atom at 0
+    tq = TargetQuantiles().fit(y)
+    z = tq.transform(y)
+    assert abs(z.mean()) < 0.1 and 0.8 < z.std() < 1.1  # a skewed target spreads like a normal one
+    assert np.all(np.diff(z[np.argsort(y, kind="stable")]) >= 0)  # monotone
+    assert np.unique(z[y == 0]).size == 1  # tied targets share one score, the middle of their ranks
+    np.testing.assert_allclose(tq.inverse(z[:500]), y[:500], rtol=1e-3)  # round trip inside the range
+    assert np.all(np.isfinite(tq.transform([-1e9, 1e9])))
+    np.testing.assert_allclose(tq.inverse([-40.0, 40.0]), [y.min(), y.max()])  # never beyond the training range

@@ -6,6 +6,7 @@ untrained network keeps every test fast while exercising the real code paths.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,45 @@ def test__regressor__save_load__identical_predictions(reg_ckpt: Path, tmp_path: 
     np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-6)
 
 
+@pytest.mark.parametrize(("transform", "expected"), [("none", [False] * 4), ("mixed", [False, True, False, True]), ("quantile", [True] * 4)])
+@pytest.mark.parametrize("context", ["global", "mixed"])
+def test__regressor__target_transform__members_within_range_consistent_and_saved(
+    transform: str, expected: list[bool], context: str, reg_ckpt: Path, tmp_path: Path
+) -> None:
+    X, y = make_regression(n_samples=80, n_features=3, noise=1.0, random_state=3)
+    y = np.exp(y / y.std()) * 1000  # skewed, far from standardised units
+    model = TabFMRegressor(checkpoint=reg_ckpt, target_transform=transform, context=context, local_rows=30).fit(X, y)
+    assert [m.target_quantile for m in model.members_] == expected
+    mean = model.predict(X)
+    q = model.predict(X, output="quantiles", quantiles=[0.05, 0.5, 0.95])
+    assert np.all(np.isfinite(mean)) and np.all(np.diff(q, axis=1) >= -1e-6)
+    np.testing.assert_allclose(q[:, 1], model.predict(X, output="median"), rtol=1e-5)
+    if transform == "quantile":  # every member maps back through the training quantiles
+        assert np.all((q >= y.min() - 1e-6) & (q <= y.max() + 1e-6)) and np.all(mean <= y.max())
+    loaded = TabFMRegressor.load(model.save(tmp_path / "reg"), device="cpu")
+    np.testing.assert_allclose(loaded.predict(X), mean, rtol=1e-6)
+
+
+def test__regressor__target_transform_quantile__changes_what_the_network_sees(reg_ckpt: Path) -> None:
+    X, y = make_regression(n_samples=60, n_features=3, random_state=4)
+    y = np.exp(y / y.std())
+    raw = TabFMRegressor(checkpoint=reg_ckpt, n_estimators=1, context="global").fit(X, y)
+    warped = TabFMRegressor(checkpoint=reg_ckpt, n_estimators=1, context="global", target_transform="quantile").fit(X, y)
+    assert not np.allclose(raw._train_targets(raw.members_[0]), warped._train_targets(warped.members_[0]))
+    assert not np.allclose(raw.predict(X), warped.predict(X))
+    with pytest.raises(TabFMValidationError, match="target_transform"):
+        TabFMRegressor(checkpoint=reg_ckpt, target_transform="log").fit(X, y)
+
+
+def test__regressor__target_transform__onnx_export_refused_with_reason(reg_ckpt: Path, tmp_path: Path) -> None:
+    from tabfm.onnx_export import export_estimator
+
+    X, y = make_regression(n_samples=40, n_features=3, random_state=5)
+    model = TabFMRegressor(checkpoint=reg_ckpt, n_estimators=2, context="global", target_transform="mixed").fit(X, y)
+    with pytest.raises(TabFMValidationError, match="target_transform='mixed'"):
+        export_estimator(model, tmp_path / "m.onnx")
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test__sklearn_contract__tiny_network__all_checks_pass(cls_ckpt: Path, reg_ckpt: Path) -> None:
     from sklearn.utils.estimator_checks import check_estimator
@@ -268,3 +308,21 @@ def test__sklearn_contract__tiny_network__all_checks_pass(cls_ckpt: Path, reg_ck
         failed = [r for r in results if r["status"] == "failed" and r["check_name"] not in untrained]
         assert failed == [], [(r["check_name"], str(r["exception"])[:300]) for r in failed]
         assert sum(r["status"] == "passed" for r in results) > 40
+
+
+def test__checkpoint__loaded_once_per_file_version_and_shared_without_gradients(tmp_path: Path, table: Any) -> None:
+    X, y = table
+    path = _tiny_checkpoint(tmp_path, "classification")
+    first = TabFMClassifier(checkpoint=path, n_estimators=1).fit(X, y)
+    second = TabFMClassifier(checkpoint=path, n_estimators=1).fit(X, y)
+    assert second.network_ is first.network_
+    assert not any(p.requires_grad for p in first.network_.parameters())
+    # a rewritten file is a new version: the next fit reads it
+    torch.manual_seed(1)
+    net = ICLTransformer(first.network_.config)
+    save_checkpoint(path, net, dtype=torch.float32)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    third = TabFMClassifier(checkpoint=path, n_estimators=1).fit(X, y)
+    assert third.network_ is not first.network_
+    torch.testing.assert_close(third.network_.state_dict(), net.state_dict())
+    assert not np.allclose(third.predict_proba(X), first.predict_proba(X))

@@ -155,23 +155,39 @@ def test__mixed_context__local_members_cross_the_numeric_transform(ckpts: dict[s
     assert [c is None for c in model.contexts_] == [m.local for m in model.members_]
 
 
-def test__mixed_context__regression_quantiles_invert_the_mixture_cdf(ckpts: dict[str, Path]) -> None:
+@pytest.mark.parametrize("target_transform", ["none", "mixed"])
+def test__mixed_context__regression_quantiles_invert_the_mixture_cdf(ckpts: dict[str, Path], target_transform: str) -> None:
     X, y = _regression()
-    model = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=2, context="mixed", local_rows=25).fit(X[:120], y[:120])
+    model = TabFMRegressor(
+        checkpoint=ckpts["regression"], n_estimators=2, context="mixed", local_rows=25, target_transform=target_transform
+    ).fit(X[:120], y[:120])
     levels = [0.05, 0.3, 0.5, 0.9]
     q = model.predict(X[120:], output="quantiles", quantiles=levels)
     assert np.all(np.diff(q, axis=1) > 0)
     np.testing.assert_allclose(q[:, 2], model.predict(X[120:], output="median"), rtol=1e-9)
-    # the mixture's CDF at each returned quantile is its level
+    # the mixture's CDF reaches each level at the returned quantile and not before it (a warped
+    # member puts its mass beyond the training range on the extreme targets: the CDF may jump there)
     members = model._member_distributions(model._transform(X[120:]))
     bar = model.network_.bar_distribution
     z = torch.as_tensor((q - model.y_mean_) / model.y_std_)
-    cdf = sum(bar.cdf(lg, (z - shift) / scale) for lg, shift, scale in members) / len(members)
-    np.testing.assert_allclose(cdf.numpy(), np.broadcast_to(levels, q.shape), atol=1e-6)
+    cdf = sum(m.cdf(bar, z) for m in members) / len(members)
+    before = sum(m.cdf(bar, z - 1e-6) for m in members) / len(members)
+    assert np.all(cdf.numpy() >= np.asarray(levels) - 1e-6) and np.all(before.numpy() <= np.asarray(levels) + 1e-6)
+    if target_transform == "none":  # continuous: exactly the level
+        np.testing.assert_allclose(cdf.numpy(), np.broadcast_to(levels, q.shape), atol=1e-6)
     # the mean is the average of the members' means, each on its own scale
-    means = [(bar.mean(lg)[:, None] * scale + shift)[:, 0] for lg, shift, scale in members]
+    means = [m.mean(bar)[:, 0] for m in members]
     np.testing.assert_allclose(model.predict(X[120:]), (sum(means) / 2).numpy() * model.y_std_ + model.y_mean_, rtol=1e-9)
     assert not np.allclose(means[0], means[1], rtol=1e-3)  # the two members differ: a real mixture
+    plain = members[0]  # member 0 is global and unwarped: its CDF and mean are the bars' own
+    np.testing.assert_allclose(plain.cdf(bar, z).numpy(), bar.cdf(plain.logits, z).numpy())
+    np.testing.assert_allclose(means[0].numpy(), bar.mean(plain.logits).numpy())
+    if target_transform == "mixed":  # a warped member's mean: its quantiles mapped back, averaged
+        warped = members[1]
+        assert warped.warp is not None
+        t = bar.quantile(warped.logits, [0.25, 0.75]) * warped.scale + warped.shift
+        back = (model.target_quantiles_.inverse(t.numpy()) - model.y_mean_) / model.y_std_
+        np.testing.assert_allclose(warped.quantile(bar, [0.25, 0.75]).numpy(), back)
 
 
 def test__local_context__categorical_frame__runs_and_sums_to_one(ckpts: dict[str, Path]) -> None:
@@ -193,15 +209,15 @@ def test__context__unknown_value__error_names_it(ckpts: dict[str, Path]) -> None
         TabFMClassifier(checkpoint=ckpts["classification"], context="nearest").fit(np.eye(4), [0, 1, 1, 0])
 
 
-def test__local_anchor_rows__rows_sharing_an_anchor_share_one_table(ckpts: dict[str, Path]) -> None:
+def test__local_anchor_rows__rows_sharing_an_anchor_share_one_table(ckpts: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     X, y = make_classification(n_samples=400, n_features=4, random_state=2)
     model = TabFMClassifier(
         checkpoint=ckpts["classification"], n_estimators=1, context="local", local_rows=24, local_anchor_rows=16
     ).fit(X[:160], y[:160])
     assert len(model.local_anchors_) == 10  # one anchor per 16 training rows
     tables = []
-    forward = model.network_.forward
-    model.network_.forward = lambda x, *a, **kw: tables.append(x.shape) or forward(x, *a, **kw)
+    forward = model.network_.forward  # the network is shared with later fits: patched for this test only
+    monkeypatch.setattr(model.network_, "forward", lambda x, *a, **kw: tables.append(x.shape) or forward(x, *a, **kw))
     model.predict_proba(X[160:])
     _, per_anchor = np.unique(model._neighbours(model._transform(X[160:]))[:, 0], return_counts=True)
     assert len(per_anchor) <= 10
