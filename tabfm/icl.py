@@ -232,7 +232,12 @@ class _TabFMBase(TabularEstimator):
         # numeric transform every pairing of raw/quantile inputs with each kind of context occurs.
         paired = (index + 1) // 2 % 2 == 1
         narrower = int(self.local_rows) < len(self.X_train_)  # else the neighbourhood is every row anyway
-        local = narrower and (self.context == "local" or (self.context == "mixed" and paired))
+        # A local table of more than half the training rows is a worse-standardised global one
+        # (hitters_salary, 184 rows: R² 0.480 global, 0.456 with local members), while a focused
+        # read of them still helped (alzheimer_ad, 233 rows: ROC-AUC +0.008).
+        local = 2 * int(self.local_rows) <= len(self.X_train_) and (
+            self.context == "local" or (self.context == "mixed" and paired)
+        )
         # An inducing-point summary has no per-row keys to focus on: such networks stay global.
         exact = self.network_.config.attention.kind == "full"
         focused = narrower and exact and self.context == "focused" and paired
@@ -474,7 +479,8 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         from 0.635 to 0.655 (``benchmarks/results/tabfm_local_context.md``).
     local_rows : int, default 128
         Rows in a local context or a focused read. With at most this many training rows every
-        member is global.
+        member is global, and with fewer than twice as many local members are global too (a
+        context of most of the table resolves nothing local).
     local_anchor_rows : int or None, default None
         ``None``: each test row's local context is its own nearest rows. ``n``: one training row
         in ``n`` (drawn at fit) is an anchor, and a test row reads the neighbourhood of its
@@ -682,6 +688,9 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         0.6432 (``context="global"``) to 0.6599, better on 12 and worse on 7 (574_house_16H
         +0.130, 201_pol +0.065, 537_houses +0.055; hitters_salary −0.024, food_deliveries −0.023),
         and multiplied the summed predict time by 11 (``benchmarks/results/tabfm_regression_context.md``).
+        Tables of fewer than ``2 * local_rows`` training rows now keep every member global (with
+        step 17,967, 3 seeds: hitters_salary 0.456 → 0.481, 560_bodyfat 0.985 → 0.987;
+        ``benchmarks/results/tabfm_benchmark.md``).
         ``context="focused"`` costs far less: on one seed of the same datasets (step 17,927) mean
         R² was 0.655 global, 0.665 focused and 0.675 mixed
         (``benchmarks/results/tabfm_focused_context_regression.md``).

@@ -70,6 +70,15 @@ def test__local_context__covering_all_training_rows__same_as_global(ckpts: dict[
     np.testing.assert_array_equal(out(local), out(whole))
 
 
+@pytest.mark.parametrize(("n_train", "local"), [(59, False), (60, True)])
+def test__local_context__only_when_the_table_holds_twice_local_rows(ckpts: dict[str, Path], n_train: int, local: bool) -> None:
+    X, y = _regression(n_train + 10)
+    mixed = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=2, context="mixed", local_rows=30).fit(X[:n_train], y[:n_train])
+    assert [m.local for m in mixed.members_] == [False, local]
+    focused = TabFMRegressor(checkpoint=ckpts["regression"], n_estimators=2, context="focused", local_rows=30).fit(X[:n_train], y[:n_train])
+    assert [m.focused for m in focused.members_] == [False, True]  # a focused read narrows whenever it can
+
+
 @pytest.mark.parametrize("anchors", [None, 16])
 def test__local_context__equals_a_fit_on_the_neighbours_alone(ckpts: dict[str, Path], anchors: object) -> None:
     """A test row's local prediction is what a model fitted on its context rows alone predicts:
