@@ -468,7 +468,7 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         on 29 and worse on 8 (connect_4 +0.039, wine_quality_white +0.021, tic_tac_toe +0.015;
         health_insurance −0.007, wine_quality_red −0.006)
         (``benchmarks/results/tabfm_focused_context.md``); fit + predict on 1,000 × 1,000 rows
-        took 0.95 s against 0.94 s all-global in one run (``benchmarks/results/tabfm_speed.md``).
+        took 0.82 s against 0.79 s all-global in one run (``benchmarks/results/tabfm_speed.md``).
         ``"local"``: its ``local_rows`` nearest training rows
         (:mod:`tabfm.neighbours`), read as a table of their own, so the network resolves the
         local structure (and, in regression, the local spread of the target) instead of the
