@@ -580,6 +580,13 @@ def encode_regression_target(y: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+def _middle_levels(x: np.ndarray, knots: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Levels of ``x`` by piecewise-linear interpolation between non-decreasing ``knots``; the
+    forward and backward interpolations are averaged, so that values tied with several knots map
+    to the middle of their levels."""
+    return 0.5 * (np.interp(x, knots, levels) - np.interp(-x, -knots[::-1], -levels[::-1]))
+
+
 class NumericScaler:
     """Fit-on-train scaling of the numeric columns of an encoded table; NaN stays NaN.
 
@@ -621,11 +628,7 @@ class NumericScaler:
         out = np.empty_like(X)
         eps = 1e-7
         for j in range(X.shape[1]):
-            q = self.quantiles_[:, j]
-            # average the forward and backward interpolation so that ties map to their middle rank
-            up = np.interp(X[:, j], q, self.references_)
-            down = -np.interp(-X[:, j], -q[::-1], -self.references_[::-1])
-            out[:, j] = ndtri(np.clip(0.5 * (up + down), eps, 1 - eps))
+            out[:, j] = ndtri(np.clip(_middle_levels(X[:, j], self.quantiles_[:, j], self.references_), eps, 1 - eps))
         out[np.isnan(X)] = np.nan
         return out.astype(np.float32)
 
@@ -637,8 +640,9 @@ class TargetQuantiles:
     skewed or heavy-tailed target spreads over the bins of a bar distribution instead of crowding
     a few of them. The knots are up to ``n_quantiles`` order statistics at their plotting
     positions ``(rank + 0.5) / n``: the extreme training targets land at ``±Φ⁻¹(1 - 0.5 / n)``
-    (±3.3 for 1,000 rows), not at a clipping bound. The inverse is piecewise linear between the training quantiles and constant beyond them
-    (like a tree, it never predicts outside the training range).
+    (±3.3 for 1,000 rows), not at a clipping bound. The inverse is piecewise linear between the
+    training quantiles and constant beyond them (like a tree, it never predicts outside the
+    training range).
     """
 
     def __init__(self, n_quantiles: int = 1000) -> None:
@@ -656,11 +660,7 @@ class TargetQuantiles:
     def transform(self, y: np.ndarray) -> np.ndarray:
         from scipy.special import ndtri
 
-        y = np.asarray(y, dtype=np.float64)
-        q, r = self.quantiles_, self.references_
-        # average the forward and backward interpolation so that tied targets map to their middle rank
-        level = 0.5 * (np.interp(y, q, r) - np.interp(-y, -q[::-1], -r[::-1]))
-        return ndtri(level)
+        return ndtri(_middle_levels(np.asarray(y, dtype=np.float64), self.quantiles_, self.references_))
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         from scipy.special import ndtr
