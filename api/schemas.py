@@ -56,6 +56,11 @@ class TabFMParams(_Params):
         "TabFMClassifier defaults to 'focused' and its TabFMRegressor to 'mixed' with local_anchor_rows=4, each "
         "of which raised the benchmark's mean score",
     )
+    linear_feature: Literal["all", "mixed", "none"] = Field(
+        "all",
+        description="a ridge regression of the target on all columns enters every member ('all'), members "
+        "0, 2, 4, ... ('mixed') or none as extra columns; its leave-one-out predictions on the training rows",
+    )
     local_rows: int = Field(128, ge=8, le=2048)
     local_anchor_rows: int | None = Field(
         None,

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from tabfm.errors import NotFittedError, TabFMValidationError
-from tabfm.preprocessing import MISSING_CODE, UNSEEN_CODE
+from tabfm.preprocessing import FIRST_CATEGORY_CODE, MISSING_CODE, UNSEEN_CODE
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,57 @@ class FeatureEncoderGraph(nn.Module):
         return x_num, x_cat
 
 
+class RidgeGraph(nn.Module):
+    """:class:`tabfm.ridge_feature.RidgeFeature` inside the graph: its design columns (clipped raw and
+    quantile-normal numeric values, missing indicators, one 0/1 column per known level), standardised,
+    then the fitted linear map. Computes in float64, as the estimator does.
+
+    Shape: ``X (R, F)`` float32 -> ``(R, t)`` float32.
+    """
+
+    def __init__(self, ridge: Any) -> None:
+        super().__init__()
+        categorical = np.asarray(ridge.categorical_mask, dtype=bool)
+        numeric_idx = np.flatnonzero(~categorical)
+        self.has_num = len(numeric_idx) > 0
+        self.register_buffer("numeric_idx", torch.as_tensor(numeric_idx, dtype=torch.int64))
+        if self.has_num:
+            self.register_buffer("low", torch.as_tensor(ridge.low_, dtype=torch.float64))
+            self.register_buffer("high", torch.as_tensor(ridge.high_, dtype=torch.float64))
+            self.quantile = QuantileNormal(ridge.quantile_.quantiles_, ridge.quantile_.references_)
+            self.register_buffer("missing_idx", torch.as_tensor(np.flatnonzero(ridge.has_missing_), dtype=torch.int64))
+        source, codes = [], []
+        for column, levels in zip(np.flatnonzero(categorical), ridge.levels_, strict=True):
+            source += [column] * levels
+            codes += list(FIRST_CATEGORY_CODE + np.arange(levels))
+        self.has_levels = len(source) > 0
+        self.register_buffer("level_source", torch.as_tensor(source, dtype=torch.int64))
+        self.register_buffer("level_code", torch.as_tensor(codes, dtype=torch.float32))
+        keep = np.asarray(ridge.keep_, dtype=bool)
+        self.register_buffer("keep", torch.as_tensor(np.flatnonzero(keep), dtype=torch.int64))
+        self.register_buffer("loc", torch.as_tensor(ridge.loc_[keep], dtype=torch.float64))
+        self.register_buffer("scale", torch.as_tensor(ridge.scale_[keep], dtype=torch.float64))
+        self.register_buffer("coef", torch.as_tensor(ridge.coef_, dtype=torch.float64))  # (kept columns, t)
+        self.register_buffer("y_mean", torch.as_tensor(ridge.y_mean_, dtype=torch.float64))
+
+    def forward(self, X: Tensor) -> Tensor:
+        if self.coef.shape[0] == 0:  # nothing to regress on: the mean for every row
+            return self.y_mean.to(torch.float32).expand(X.shape[0], -1)
+        blocks = []
+        if self.has_num:
+            raw = X.index_select(1, self.numeric_idx)
+            wide = raw.to(torch.float64)
+            clipped = torch.where(torch.isnan(wide), wide, torch.minimum(torch.maximum(wide, self.low), self.high))
+            missing = torch.isnan(raw.index_select(1, self.missing_idx)).to(torch.float64)
+            blocks += [clipped, self.quantile(raw).to(torch.float64), missing]
+        if self.has_levels:
+            blocks.append((X.index_select(1, self.level_source) == self.level_code).to(torch.float64))
+        design = torch.cat(blocks, dim=1).index_select(1, self.keep)
+        z = (design - self.loc) / self.scale
+        z = torch.where(torch.isnan(z), torch.zeros_like(z), z)  # missing values at the column mean
+        return (z @ self.coef + self.y_mean).to(torch.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # One wrapper per family
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +375,19 @@ class TabFMGraph(nn.Module):
                 w += n
         self.register_buffer("onehot_source", torch.as_tensor(source).view(self.n_members, 1, width))
         self.register_buffer("onehot_level", torch.as_tensor(level).view(self.n_members, 1, width))
+        # Linear members end in the ridge feature's t columns: column w of a member's view is column
+        # ridge_source[w] of [view, ridge columns, a zero column].
+        ridge = getattr(est, "ridge_", None)
+        self.ridge = RidgeGraph(ridge) if ridge is not None and any(m.linear for m in members) else None
+        if self.ridge is not None:
+            t = ridge.coef_.shape[1]
+            total = max(m.width() + t * m.linear for m in members)
+            ridge_source = np.full((self.n_members, total), width + t, dtype=np.int64)  # padding: the zero column
+            for i, member in enumerate(members):
+                ridge_source[i, : member.width()] = np.arange(member.width())
+                if member.linear:
+                    ridge_source[i, member.width() : member.width() + t] = width + np.arange(t)
+            self.register_buffer("ridge_source", torch.as_tensor(ridge_source).view(self.n_members, 1, total))
         context = _stack_contexts(est.contexts_)
         self._context_names = []
         for name, tensor in context.tensors().items():
@@ -362,11 +426,15 @@ class TabFMGraph(nn.Module):
         codes = torch.where(in_range, codes, torch.full_like(codes, UNSEEN_CODE))
         mapped = self.code_table[self.code_offset + codes]  # (M, R, F_m)
         x = torch.where(self.is_cat, mapped, x)
-        if not self.expand:
+        if self.expand:
+            picked = torch.gather(x, 2, self.onehot_source.expand(-1, x.shape[1], -1))  # (M, R, W)
+            indicator = (picked == self.onehot_level).to(x.dtype)  # NaN (missing, unseen) matches no level
+            x = torch.where(self.onehot_level >= 0, indicator, torch.where(self.onehot_level == -1, picked, torch.zeros_like(picked)))
+        if self.ridge is None:
             return x
-        picked = torch.gather(x, 2, self.onehot_source.expand(-1, x.shape[1], -1))  # (M, R, W)
-        indicator = (picked == self.onehot_level).to(x.dtype)  # NaN (missing, unseen) matches no level
-        return torch.where(self.onehot_level >= 0, indicator, torch.where(self.onehot_level == -1, picked, torch.zeros_like(picked)))
+        ridge = self.ridge(X).unsqueeze(0).expand(self.n_members, -1, -1)  # (M, R, t)
+        extended = torch.cat([x, ridge, torch.zeros_like(x[:, :, :1])], dim=2)
+        return torch.gather(extended, 2, self.ridge_source.expand(-1, x.shape[1], -1))  # (M, R, W + t)
 
     def forward(self, X: Tensor) -> Tensor:
         x = self.member_inputs(X)

@@ -44,7 +44,7 @@ N_MEMBERS = 4
 PROTOCOL = (
     f"v{PROTOCOL_VERSION}: {len(VALIDATION_DATASETS['classification'])} classification or "
     f"{len(VALIDATION_DATASETS['regression'])} regression datasets, n_estimators={N_MEMBERS}, context='global', "
-    f"random_state=0, seeded 70/30 split, at most {MAX_TRAIN_ROWS:,} training and {MAX_TEST_ROWS} test rows"
+    f"linear_feature='none', random_state=0, seeded 70/30 split, at most {MAX_TRAIN_ROWS:,} training and {MAX_TEST_ROWS} test rows"
 )
 
 
@@ -85,8 +85,13 @@ def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> d
     from tabfm.icl import TabFMClassifier, TabFMRegressor
 
     cls = TabFMClassifier if task == "classification" else TabFMRegressor
-    # Global contexts whatever the estimators' default: the protocol scores the network, and
-    # local members would multiply its time.
+    # Global contexts and no ridge columns whatever the estimators' defaults: the protocol scores the
+    # network (its scores stay comparable with those logged before either option existed), and local
+    # members would multiply its time.
     return score_estimator(
-        lambda: cls(checkpoint=network, n_estimators=N_MEMBERS, context="global", random_state=0, device="cpu"), task, data_dir
+        lambda: cls(
+            checkpoint=network, n_estimators=N_MEMBERS, context="global", linear_feature="none", random_state=0, device="cpu"
+        ),
+        task,
+        data_dir,
     )

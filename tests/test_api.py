@@ -362,6 +362,7 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
      ("tabfm", {"numeric_transform": "log"}, "numeric_transform"), ("tabfm", {"categorical_transform": "ordinal"}, "categorical_transform"),
      ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows"),
      ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows"),
+     ("tabfm", {"linear_feature": "yes"}, "linear_feature"),
      ("tabfm", {"local_anchor_rows": 0}, "local_anchor_rows"), ("tabfm", {"local_anchor_rows": "all"}, "local_anchor_rows")],
 )
 def test__create__bad_params__422_names_field(client: Any, frame: pd.DataFrame, kind: str, params: Any, field: str) -> None:

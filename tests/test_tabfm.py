@@ -180,7 +180,7 @@ def test__numeric_transform__members_use_the_quantile_map_as_asked(cls: type, tr
 def test__categorical_transform__members_expand_as_asked(transform: str | None, expected: list[bool], cls_ckpt: Path, table: Any) -> None:
     X, y = table
     kwargs = {} if transform is None else {"categorical_transform": transform}
-    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=4, device="cpu", **kwargs).fit(X, y)
+    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=4, linear_feature="none", device="cpu", **kwargs).fit(X, y)
     assert [m.onehot is not None for m in model.members_] == expected
     for member, context in zip(model.members_, model.contexts_, strict=True):
         assert context.feature_mask.shape[1] == member.width() == (5 if member.onehot is not None else 3)
@@ -196,7 +196,8 @@ def test__onehot_member__indicator_columns__levels_missing_unseen_and_wide_colum
     })
     X.loc[::9, "shape"] = None
     y = (X["shape"] == "a").astype(int).to_numpy()
-    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=1, categorical_transform="onehot", device="cpu").fit(X, y)
+    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=1, categorical_transform="onehot", linear_feature="none", device="cpu")
+    model.fit(X, y)
     member = model.members_[0]
     order = list(member.features)
     assert member.onehot.tolist() == [j == 0 for j in order]  # only "shape" is expanded
@@ -220,7 +221,8 @@ def test__onehot_member__width_stays_within_the_budget(cls_ckpt: Path) -> None:
     rng = np.random.default_rng(2)
     X = pd.DataFrame({f"c{j}": rng.choice(list("abcdefghij"), size=60).astype(object) for j in range(20)})  # 200 levels
     y = rng.integers(0, 2, 60)
-    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=1, categorical_transform="onehot", device="cpu").fit(X, y)
+    model = TabFMClassifier(checkpoint=cls_ckpt, n_estimators=1, categorical_transform="onehot", linear_feature="none", device="cpu")
+    model.fit(X, y)
     member = model.members_[0]
     assert 0 < member.onehot.sum() < 20 and member.width() <= ONEHOT_MAX_WIDTH
     assert model.predict_proba(X).shape == (60, 2)
@@ -326,3 +328,44 @@ def test__checkpoint__loaded_once_per_file_version_and_shared_without_gradients(
     assert third.network_ is not first.network_
     torch.testing.assert_close(third.network_.state_dict(), net.state_dict())
     assert not np.allclose(third.predict_proba(X), first.predict_proba(X))
+
+
+@pytest.mark.parametrize(("option", "expected"), [("none", [False] * 4), ("mixed", [True, False, True, False]), ("all", [True] * 4)])
+def test__linear_feature__members_get_the_ridge_columns_as_asked(option: str, expected: list[bool], cls_ckpt: Path, reg_ckpt: Path, table: Any) -> None:
+    X, y = table
+    clf = TabFMClassifier(checkpoint=cls_ckpt, linear_feature=option).fit(X, y)
+    Xr, yr = make_regression(n_samples=70, n_features=4, random_state=6)
+    reg = TabFMRegressor(checkpoint=reg_ckpt, linear_feature=option, context="global").fit(Xr, yr)
+    for model, n_extra in ((clf, 1), (reg, 1)):  # binary: one column; regression: one column
+        assert [m.linear for m in model.members_] == expected
+        for member in model.members_:
+            train, _ = model._member_table(member, model.X_train_, train=True)
+            test, _ = model._member_table(member, model.X_train_)
+            assert train.shape[-1] == member.width() + n_extra * member.linear
+            if member.linear:  # leave-one-out on the training rows, the full fit on new rows
+                np.testing.assert_allclose(train[0, :, -1].numpy(), model.ridge_.train_predictions_[:, 0], rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(test[0, :, -1].numpy(), model.ridge_.predict(model.X_train_)[:, 0], rtol=1e-5, atol=1e-6)
+    assert (reg.ridge_ is None) == (option == "none")
+
+
+def test__linear_feature__multiclass_one_column_per_class_and_none_beyond_the_outputs(cls_ckpt: Path) -> None:
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(150, 3))
+    three = TabFMClassifier(checkpoint=cls_ckpt, linear_feature="all", n_estimators=2).fit(X, np.arange(150) % 3)
+    assert three.ridge_.train_predictions_.shape == (150, 3)
+    many = TabFMClassifier(checkpoint=cls_ckpt, linear_feature="all", n_estimators=2).fit(X, np.arange(150) % 12)
+    assert many.ridge_ is None  # grouped members: no per-class columns
+    assert many.predict_proba(X[:5]).shape == (5, 12)
+
+
+@pytest.mark.parametrize("context", ["global", "mixed"])
+def test__linear_feature__test_rows_independent_and_saved(context: str, reg_ckpt: Path, tmp_path: Path) -> None:
+    X, y = make_regression(n_samples=90, n_features=4, noise=2.0, random_state=8)
+    model = TabFMRegressor(checkpoint=reg_ckpt, linear_feature="all", context=context, local_rows=30, batch_size=7).fit(X[:70], y[:70])
+    full = model.predict(X[70:])
+    np.testing.assert_allclose(model.predict(X[70:][::3]), full[::3], rtol=1e-5)
+    loaded = TabFMRegressor.load(model.save(tmp_path / "reg"), device="cpu")
+    np.testing.assert_allclose(loaded.predict(X[70:]), full, rtol=1e-5, atol=1e-5)  # float32 rounding on the refit
+    with pytest.raises(TabFMValidationError, match="linear_feature"):
+        TabFMRegressor(checkpoint=reg_ckpt, linear_feature="yes").fit(X, y)
+

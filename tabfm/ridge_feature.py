@@ -1,0 +1,129 @@
+"""A ridge regression of the target on the whole table, as extra input columns for the ICL members.
+
+The pretrained network reads a table through per-column summaries and a compressed row vector: it
+finds thresholds, interactions and local structure well, but adds up many weak linear effects
+poorly (food_deliveries, whose delivery time sums the items' preparation times: R² 0.82 against
+LightGBM's 0.89). A ridge regression does exactly that, in closed form. Its prediction enters each
+member as one more numeric column (one per class for a classifier), and the network learns how far
+to trust it from the training rows.
+
+The training rows get the ridge's *leave-one-out* predictions, which carry the same error as the
+test rows' predictions do; the in-sample fit would look better on the training rows than it is and
+teach the network to copy it. Both come from one thin SVD of the design matrix, exactly, and the
+same SVD scores every penalty of the grid by its leave-one-out error (Allen's PRESS).
+
+Design columns: numeric columns twice, standardised after clipping to their 0.5-99.5% training
+range and through their quantile-normal map (a linear effect of either shape), missing values at
+the column mean with an indicator column; categorical columns one 0/1 column per known level
+(missing and unseen levels in none). Nothing here is learned by gradient descent.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
+
+# Penalties, in units of the row count (the design's columns have unit variance).
+ALPHAS = np.logspace(-5, 1, 13)
+MAX_LEVELS = 64  # categorical columns with more known levels are left out of the design
+CLIP = (0.5, 99.5)  # percentiles at which raw numeric values are clipped before standardising
+
+
+class RidgeFeature:
+    """Closed-form ridge regression of ``Y (n, t)`` on an encoded table, with leave-one-out
+    predictions for the training rows.
+
+    After ``fit``: ``train_predictions_ (n, t)`` (leave-one-out), ``alpha_`` (the chosen penalty,
+    in units of ``n``), and :meth:`predict` for new rows of the same encoding.
+    """
+
+    def __init__(self, categorical_mask: np.ndarray, cardinalities: np.ndarray) -> None:
+        self.categorical_mask = np.asarray(categorical_mask, dtype=bool)
+        self.cardinalities = np.asarray(cardinalities, dtype=np.int64)
+
+    # -- design matrix --------------------------------------------------------------------------
+
+    def _fit_design(self, X: np.ndarray) -> None:
+        numeric = ~self.categorical_mask
+        Xn = X[:, numeric].astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            bounds = np.nanpercentile(Xn, CLIP, axis=0) if Xn.shape[1] else np.zeros((2, 0))
+        self.low_, self.high_ = np.nan_to_num(bounds[0]), np.nan_to_num(bounds[1])
+        self.quantile_ = NumericScaler("quantile").fit(Xn) if Xn.shape[1] else None
+        self.has_missing_ = np.isnan(Xn).any(axis=0)
+        self.levels_ = [
+            int(c) - FIRST_CATEGORY_CODE if 1 <= int(c) - FIRST_CATEGORY_CODE <= MAX_LEVELS else 0
+            for c in self.cardinalities[self.categorical_mask]
+        ]
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        """Unscaled design columns of encoded rows (the scaling is fitted in :meth:`fit`)."""
+        numeric = ~self.categorical_mask
+        Xn = X[:, numeric].astype(np.float64)
+        blocks = []
+        if Xn.shape[1]:
+            missing = np.isnan(Xn)
+            raw = np.clip(Xn, self.low_, self.high_)
+            quantile = self.quantile_.transform(Xn).astype(np.float64)
+            blocks += [raw, quantile, missing[:, self.has_missing_].astype(np.float64)]
+        codes = X[:, self.categorical_mask]
+        for k, levels in enumerate(self.levels_):
+            if levels:
+                blocks.append((codes[:, k : k + 1] == FIRST_CATEGORY_CODE + np.arange(levels)).astype(np.float64))
+        if not blocks:
+            return np.zeros((len(X), 0))
+        return np.concatenate(blocks, axis=1)
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        D = (self._design(X) - self.loc_) / self.scale_
+        return np.nan_to_num(D, nan=0.0)[:, self.keep_]  # missing values at the column mean
+
+    # -- fit / predict --------------------------------------------------------------------------
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> RidgeFeature:
+        Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+        n = len(X)
+        self._fit_design(X)
+        D = self._design(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            self.loc_ = np.nan_to_num(np.nanmean(D, axis=0))
+            scale = np.nanstd(D, axis=0)
+        self.keep_ = np.isfinite(scale) & (scale > 1e-9)
+        self.scale_ = np.where(self.keep_, scale, 1.0)
+        D = self._scaled(X)
+        self.y_mean_ = Y.mean(axis=0)
+        Yc = Y - self.y_mean_
+        if D.shape[1] == 0:  # nothing to regress on: the mean for every row
+            self.coef_ = np.zeros((0, Y.shape[1]))
+            self.alpha_ = float("inf")
+            self.train_predictions_ = np.broadcast_to(self.y_mean_, Y.shape) - Yc / max(n - 1, 1)
+            return self
+        U, s, Vt = np.linalg.svd(D, full_matrices=False)
+        UtY = U.T @ Yc  # (r, t)
+        best = None
+        for alpha in ALPHAS * n:
+            shrink = s**2 / (s**2 + alpha)  # (r,)
+            fitted = U @ (shrink[:, None] * UtY)
+            leverage = (U**2) @ shrink + 1.0 / n  # the intercept's share included
+            residual = (Yc - fitted) / (1.0 - leverage)[:, None]
+            press = float(np.mean(residual**2))
+            if best is None or press < best[0]:
+                best = (press, alpha, Y - residual)
+        _, alpha, loo = best
+        self.alpha_ = float(alpha / n)
+        self.coef_ = Vt.T @ ((s / (s**2 + alpha))[:, None] * UtY)  # (p, t)
+        self.train_predictions_ = loo
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """``(n, t)`` predictions for encoded rows."""
+        if self.coef_.shape[0] == 0:
+            return np.broadcast_to(self.y_mean_, (len(X), len(self.y_mean_))).copy()
+        # A sum per row rather than a matrix product: a row's value must not depend on the other
+        # rows of the batch (BLAS kernels block rows differently by batch size).
+        return np.einsum("ij,jk->ik", self._scaled(X), self.coef_, optimize=False) + self.y_mean_

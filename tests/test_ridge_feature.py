@@ -1,0 +1,67 @@
+"""The ridge feature: exact leave-one-out predictions, the design's encoding, degenerate tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from tabfm.preprocessing import FIRST_CATEGORY_CODE
+from tabfm.ridge_feature import RidgeFeature
+
+
+def _table(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Encoded rows: two numeric columns (one with missing values) and a 3-level categorical one."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    x2 = np.where(rng.random(n) < 0.2, np.nan, rng.exponential(size=n))
+    codes = FIRST_CATEGORY_CODE + rng.integers(0, 3, size=n).astype(np.float64)
+    X = np.column_stack([x1, x2, codes])
+    y = 2 * x1 + np.nan_to_num(x2) + (codes == FIRST_CATEGORY_CODE) + 0.3 * rng.normal(size=n)
+    return X, y, np.array([False, False, True]), np.array([0, 0, FIRST_CATEGORY_CODE + 3])
+
+
+def test__ridge_feature__leave_one_out__equals_refitting_without_each_row() -> None:
+    X, y, categorical, cardinalities = _table()
+    ridge = RidgeFeature(categorical, cardinalities).fit(X, y)
+    D, alpha = ridge._scaled(X), ridge.alpha_ * len(X)
+    for i in range(len(X)):
+        keep = np.arange(len(X)) != i
+        refit = Ridge(alpha=alpha).fit(D[keep], y[keep]).predict(D[i : i + 1])[0]
+        assert ridge.train_predictions_[i, 0] == pytest.approx(refit, abs=1e-9)
+
+
+def test__ridge_feature__predict__equals_the_full_fit_and_tracks_the_target() -> None:
+    X, y, categorical, cardinalities = _table()
+    ridge = RidgeFeature(categorical, cardinalities).fit(X, y)
+    full = Ridge(alpha=ridge.alpha_ * len(X)).fit(ridge._scaled(X), y).predict(ridge._scaled(X))
+    np.testing.assert_allclose(ridge.predict(X)[:, 0], full, atol=1e-9)
+    assert np.corrcoef(ridge.train_predictions_[:, 0], y)[0, 1] > 0.9
+    # Out-of-sample errors are larger than in-sample ones: the training rows' column is honest.
+    assert np.mean((ridge.train_predictions_[:, 0] - y) ** 2) > np.mean((full - y) ** 2)
+
+
+def test__ridge_feature__design__missing_unseen_and_wide_categoricals() -> None:
+    X, y, categorical, cardinalities = _table()
+    wide = FIRST_CATEGORY_CODE + np.arange(len(X)) % 80  # 80 known levels: left out of the design
+    X4 = np.column_stack([X, wide])
+    ridge = RidgeFeature(np.r_[categorical, True], np.r_[cardinalities, FIRST_CATEGORY_CODE + 80]).fit(X4, y)
+    # raw + quantile for 2 numeric columns, one missing indicator, 3 levels, none for the wide column
+    assert ridge._design(X4).shape[1] == 2 * 2 + 1 + 3
+    new = np.array([[0.0, np.nan, 1.0, 2.0], [0.0, 1.0, 0.0, 2.0]])  # missing x2, unseen code, missing code
+    assert np.all(np.isfinite(ridge.predict(new)))
+
+
+def test__ridge_feature__nothing_to_regress_on__leave_one_out_mean() -> None:
+    y = np.array([1.0, 2.0, 6.0])
+    ridge = RidgeFeature(np.array([False]), np.array([0])).fit(np.ones((3, 1)), y)  # a constant column
+    np.testing.assert_allclose(ridge.train_predictions_[:, 0], [4.0, 3.5, 1.5])
+    np.testing.assert_allclose(ridge.predict(np.zeros((2, 1)))[:, 0], [3.0, 3.0])
+
+
+def test__ridge_feature__several_targets__one_column_each() -> None:
+    X, y, categorical, cardinalities = _table()
+    Y = np.column_stack([y, -y, y > 0])
+    ridge = RidgeFeature(categorical, cardinalities).fit(X, Y)
+    assert ridge.train_predictions_.shape == (len(X), 3) and ridge.predict(X[:5]).shape == (5, 3)
+    np.testing.assert_allclose(ridge.predict(X)[:, 0], -ridge.predict(X)[:, 1], atol=1e-9)
