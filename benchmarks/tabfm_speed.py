@@ -2,6 +2,7 @@
 
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
         [--n-estimators 1,2,8] [--contexts global,mixed,local] [--anchor-rows 4,16]
+        [--linear-features none]
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
 ``repeats`` runs and the ratio to LightGBM's. TabFM runs with each ensemble size of
@@ -9,7 +10,8 @@ Both run on the same synthetic table with 2 threads; the table prints the median
 cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``), then the default ensemble with
 each other ``context`` of ``--contexts`` (local members run one table per test row), and, for
 ``"local"`` and ``"mixed"``, with each ``local_anchor_rows`` of ``--anchor-rows`` (one table per
-anchor in use).
+anchor in use), and with each other ``linear_feature`` of ``--linear-features`` (what the ridge
+columns cost).
 
 Each TabFM row also gives the network's work, counted in one extra untimed run
 (:class:`benchmarks.flop_count.FlopCount`: matrix products and attention), and the rate it ran at;
@@ -81,16 +83,26 @@ def _sizes(text: str) -> set[int]:
     return sizes
 
 
-def _contexts(text: str) -> list[str]:
+def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    from tabfm.icl import CONTEXTS
-
-    bad = [n for n in names if n not in CONTEXTS]
+    bad = [n for n in names if n not in allowed]
     if bad:
         raise argparse.ArgumentTypeError(
-            f"contexts must be among {', '.join(CONTEXTS)}, however: {', '.join(bad)}"
+            f"{what} must be among {', '.join(allowed)}, however: {', '.join(bad)}"
         )
     return names
+
+
+def _contexts(text: str) -> list[str]:
+    from tabfm.icl import CONTEXTS
+
+    return _names(text, CONTEXTS, "contexts")
+
+
+def _linear_features(text: str) -> list[str]:
+    from tabfm.icl import LINEAR_FEATURES
+
+    return _names(text, LINEAR_FEATURES, "linear features")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         type=_sizes,
         default="",
         help="comma-separated local_anchor_rows to time each context with",
+    )
+    parser.add_argument(
+        "--linear-features",
+        type=_linear_features,
+        default="",
+        help="comma-separated linear_feature values besides the default: all, mixed, none",
     )
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
@@ -156,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                     context=c, local_anchor_rows=r, device="cpu"
                 )
             )
+    for linear in args.linear_features:
+        if linear == TabFMClassifier().linear_feature:
+            continue
+        candidates[f"tabfm (linear_feature={linear})"] = lambda v=linear: TabFMClassifier(
+            linear_feature=v, device="cpu"
+        )
     _time(
         lambda: TabFMClassifier(n_estimators=1, device="cpu"),
         X_train[:50],

@@ -16,13 +16,14 @@ from benchmarks import tabfm_speed
 def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     out = tmp_path / "speed.md"
     argv = ["--train", "40", "--test", "10", "--features", "4", "--repeats", "1", "--n-estimators", "1,2", "--contexts", "global,mixed",
-            "--anchor-rows", "8", "--out", str(out)]
+            "--anchor-rows", "8", "--linear-features", "none", "--out", str(out)]
     assert tabfm_speed.main(argv) == 0
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| lightgbm") or line.startswith("| tabfm")]
     names = [row.split("|")[1].strip() for row in rows]
     assert names == ["lightgbm", "tabfm (n_estimators=1)", "tabfm (n_estimators=2)", "tabfm (default, n_estimators=4)",
-                     "tabfm (context=global)", "tabfm (context=mixed)", "tabfm (context=mixed, local_anchor_rows=8)"]
+                     "tabfm (context=global)", "tabfm (context=mixed)", "tabfm (context=mixed, local_anchor_rows=8)",
+                     "tabfm (linear_feature=none)"]
     header = [c.strip() for c in text.split("| model |")[1].splitlines()[0].split("|")]
     cells = {name: dict(zip(header, (c.strip() for c in row.split("|")[2:]), strict=True)) for name, row in zip(names, rows, strict=True)}
     assert cells["lightgbm"]["x lightgbm"] == "1.00" and cells["lightgbm"]["GFLOP"] == ""  # LightGBM is the unit
@@ -32,7 +33,7 @@ def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     assert "--n-estimators 1,2" in text
 
 
-@pytest.mark.parametrize("argv", [["--n-estimators", "0"], ["--contexts", "nearest"]])
+@pytest.mark.parametrize("argv", [["--n-estimators", "0"], ["--contexts", "nearest"], ["--linear-features", "yes"]])
 def test_tabfm_speed__bad_option__usage_error(argv):
     with pytest.raises(SystemExit):
         tabfm_speed.main(argv)
