@@ -21,8 +21,10 @@ the column mean with an indicator column; categorical columns one 0/1 column per
 from __future__ import annotations
 
 import warnings
+from functools import wraps
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
 
@@ -30,6 +32,18 @@ from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
 ALPHAS = np.logspace(-5, 1, 13)
 MAX_LEVELS = 64  # categorical columns with more known levels are left out of the design
 CLIP = (0.5, 99.5)  # percentiles at which raw numeric values are clipped before standardising
+
+
+def _one_blas_thread(method):
+    """Run ``method`` with one BLAS thread: the products here are small, and BLAS threads that
+    spin-wait after a call take CPU from the network's forward pass that follows."""
+
+    @wraps(method)
+    def call(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return method(*args, **kwargs)
+
+    return call
 
 
 class RidgeFeature:
@@ -84,6 +98,7 @@ class RidgeFeature:
 
     # -- fit / predict --------------------------------------------------------------------------
 
+    @_one_blas_thread
     def fit(self, X: np.ndarray, Y: np.ndarray) -> RidgeFeature:
         Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
         n = len(X)
@@ -120,6 +135,7 @@ class RidgeFeature:
         self.train_predictions_ = loo
         return self
 
+    @_one_blas_thread
     def predict(self, X: np.ndarray) -> np.ndarray:
         """``(n, t)`` predictions for encoded rows."""
         if self.coef_.shape[0] == 0:
