@@ -38,7 +38,8 @@ def bagged(base: type, rows: int, seed: int = 123) -> type:
             n = len(self.X_train_)
             for member in self.members_:
                 keep = np.sort(rng.choice(n, size=min(n, rows), replace=False))
-                x, cat = self._member_table(member, self.X_train_[keep])
+                ridge = self._train_ridge_columns()  # leave-one-out, as for the whole context
+                x, cat = self._member_table(member, self.X_train_[keep], None if ridge is None else ridge[keep])
                 y = torch.as_tensor(self._train_targets(member)[keep], dtype=torch.float32, device=self.device_)[None]
                 self.contexts_.append(self.network_.encode_context(x, y, categorical=cat))
 

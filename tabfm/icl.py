@@ -280,9 +280,20 @@ class _TabFMBase(TabularEstimator):
     def _class_map(self, index: int, rng: np.random.Generator) -> np.ndarray | None:
         return None
 
-    def _member_table(self, member: Member, X_enc: np.ndarray, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ridge_columns(self, X_enc: np.ndarray) -> np.ndarray | None:
+        """``(n, t)`` ridge columns of new rows (the full fit); None without linear members."""
+        return None if self.ridge_ is None else self.ridge_.predict(X_enc)
+
+    def _train_ridge_columns(self) -> np.ndarray | None:
+        """``(n_train, t)`` ridge columns of the training rows: leave-one-out, as reliable as on new rows."""
+        return None if self.ridge_ is None else self.ridge_.train_predictions_
+
+    def _member_table(
+        self, member: Member, X_enc: np.ndarray, ridge: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The member's view of an encoded table: ``(x (1, R, F_m), categorical (1, F_m))``.
-        ``train``: ``X_enc`` is the training table, whose ridge columns are leave-one-out."""
+        ``ridge``: the rows' ridge columns ``(R, t)``, appended for linear members (training rows
+        take :meth:`_train_ridge_columns`, new rows :meth:`_ridge_columns`)."""
         X = X_enc.astype(np.float64, copy=True)
         categorical = self.preprocessor_.categorical_mask_
         if member.quantile and self.scaler_ is not None:
@@ -305,7 +316,7 @@ class _TabFMBase(TabularEstimator):
                     kinds.append(cat[k : k + 1])
             X, cat = np.concatenate(blocks, axis=1), np.concatenate(kinds)
         if member.linear and self.ridge_ is not None:
-            ridge = self.ridge_.train_predictions_ if train else self.ridge_.predict(X_enc)
+            assert ridge is not None and len(ridge) == len(X), "a linear member's rows need their ridge columns"
             X = np.concatenate([X, ridge], axis=1)
             cat = np.concatenate([cat, np.zeros(ridge.shape[1], dtype=bool)])
         x = torch.as_tensor(X, dtype=torch.float32, device=self.device_)[None]
@@ -336,7 +347,7 @@ class _TabFMBase(TabularEstimator):
             if member.local:
                 self.contexts_.append(None)
                 continue
-            x, cat = self._member_table(member, self.X_train_, train=True)
+            x, cat = self._member_table(member, self.X_train_, self._train_ridge_columns())
             y = torch.as_tensor(self._train_targets(member), dtype=torch.float32, device=self.device_)[None]
             self.contexts_.append(self.network_.encode_context(x, y, categorical=cat))
 
@@ -354,19 +365,30 @@ class _TabFMBase(TabularEstimator):
         return self._train_targets(member)[neighbours]
 
     @torch.inference_mode()
-    def _member_logits(self, member_index: int, X_enc: np.ndarray, neighbours: np.ndarray | None = None) -> np.ndarray:
+    def _member_logits(
+        self,
+        member_index: int,
+        X_enc: np.ndarray,
+        neighbours: np.ndarray | None = None,
+        ridge: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Logits ``(n, n_outputs)`` of one member, test rows in chunks of ``batch_size``.
+
+        ``ridge``: the rows' :meth:`_ridge_columns`, computed once for all members (else here).
 
         With ``neighbours`` the test rows that share a context (an anchor's neighbourhood) form one
         table: the context followed by up to ``MAX_QUERIES`` of them, which never read one
         another; tables are batched up to about ``batch_size`` rows per forward pass.
         """
         member = self.members_[member_index]
+        if ridge is None:
+            ridge = self._ridge_columns(X_enc)
         if not member.local:
             context = self.contexts_[member_index]
             chunks = []
             for start in range(0, len(X_enc), self.batch_size):
-                x, _ = self._member_table(member, X_enc[start : start + self.batch_size])
+                part = slice(start, start + self.batch_size)
+                x, _ = self._member_table(member, X_enc[part], None if ridge is None else ridge[part])
                 focus = {}
                 if member.focused:  # networks with fewer blocks focus all of them
                     rows = torch.as_tensor(neighbours[start : start + self.batch_size], device=self.device_)[None]
@@ -374,7 +396,7 @@ class _TabFMBase(TabularEstimator):
                 logits = self.network_.predict_from_context(context, x, **focus)
                 chunks.append(logits[0].float().cpu().numpy())
             return np.concatenate(chunks, axis=0)
-        x_train, cat = self._member_table(member, self.X_train_, train=True)
+        x_train, cat = self._member_table(member, self.X_train_, self._train_ridge_columns())
         sets, owner = np.unique(neighbours, axis=0, return_inverse=True)
         y_sets = torch.as_tensor(self._context_targets(member, sets), dtype=torch.float32, device=self.device_)
         tables = _query_tables(owner.reshape(-1), MAX_QUERIES)  # (set, test rows), largest first
@@ -388,7 +410,8 @@ class _TabFMBase(TabularEstimator):
             set_ids = np.array([t[0] for t in batch])
             rows = np.stack([np.pad(t[1], (0, width - len(t[1])), mode="edge") for t in batch])  # (b, width)
             context = torch.as_tensor(sets[set_ids], device=self.device_)  # (b, k)
-            x_test, _ = self._member_table(member, X_enc[rows.reshape(-1)])  # only this pass's rows: bounded memory
+            flat = rows.reshape(-1)  # only this pass's rows: bounded memory
+            x_test, _ = self._member_table(member, X_enc[flat], None if ridge is None else ridge[flat])
             x = torch.cat([x_train[0][context], x_test[0].unflatten(0, rows.shape)], dim=1)
             y = y_sets[torch.as_tensor(set_ids, device=self.device_)]
             logits = self.network_(x, y, categorical=cat.expand(len(batch), -1)).float().cpu().numpy()
@@ -628,9 +651,9 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         n_out = self.network_.config.n_outputs
         grouped = self.n_classes_ > n_out
         total = np.zeros((len(X_enc), self.n_classes_))
-        neighbours = self._neighbours(X_enc)
+        neighbours, ridge = self._neighbours(X_enc), self._ridge_columns(X_enc)
         for i, member in enumerate(self.members_):
-            logits = self._member_logits(i, X_enc, neighbours)
+            logits = self._member_logits(i, X_enc, neighbours, ridge)
             used = int(member.class_map.max()) + 1  # outputs this member's context can produce
             logits = logits[:, :used] / self.softmax_temperature
             log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
@@ -859,12 +882,12 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         return ((z - shift[:, None]) / scale[:, None]).astype(np.float32)
 
     def _member_distributions(self, X_enc: np.ndarray) -> list[_MemberDistribution]:
-        neighbours = self._neighbours(X_enc)
+        neighbours, ridge = self._neighbours(X_enc), self._ridge_columns(X_enc)
         affine: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
         warp = _QuantileWarp(self.target_quantiles_, self.y_mean_, self.y_std_) if self.target_quantiles_ is not None else None
         out = []
         for i, member in enumerate(self.members_):
-            logits = torch.as_tensor(self._member_logits(i, X_enc, neighbours)).double() / self.softmax_temperature
+            logits = torch.as_tensor(self._member_logits(i, X_enc, neighbours, ridge)).double() / self.softmax_temperature
             shift, scale = 0.0, 1.0  # global and focused members bin the member's own global scale
             if member.local:
                 kind = member.target_quantile

@@ -378,7 +378,7 @@ class TabFMGraph(nn.Module):
         # Linear members end in the ridge feature's t columns: column w of a member's view is column
         # ridge_source[w] of [view, ridge columns, a zero column].
         ridge = getattr(est, "ridge_", None)
-        self.ridge = RidgeGraph(ridge) if ridge is not None and any(m.linear for m in members) else None
+        self.ridge = None if ridge is None else RidgeGraph(ridge)  # fitted only when some member is linear
         if self.ridge is not None:
             t = ridge.coef_.shape[1]
             total = max(m.width() + t * m.linear for m in members)

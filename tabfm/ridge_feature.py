@@ -92,9 +92,12 @@ class RidgeFeature:
             return np.zeros((len(X), 0))
         return np.concatenate(blocks, axis=1)
 
+    def _standardised(self, D: np.ndarray) -> np.ndarray:
+        """Design columns standardised with the training statistics, the constant ones dropped."""
+        return np.nan_to_num((D - self.loc_) / self.scale_, nan=0.0)[:, self.keep_]  # missing: the column mean
+
     def _scaled(self, X: np.ndarray) -> np.ndarray:
-        D = (self._design(X) - self.loc_) / self.scale_
-        return np.nan_to_num(D, nan=0.0)[:, self.keep_]  # missing values at the column mean
+        return self._standardised(self._design(X))
 
     # -- fit / predict --------------------------------------------------------------------------
 
@@ -110,7 +113,7 @@ class RidgeFeature:
             scale = np.nanstd(D, axis=0)
         self.keep_ = np.isfinite(scale) & (scale > 1e-9)
         self.scale_ = np.where(self.keep_, scale, 1.0)
-        D = self._scaled(X)
+        D = self._standardised(D)
         self.y_mean_ = Y.mean(axis=0)
         Yc = Y - self.y_mean_
         if D.shape[1] == 0:  # nothing to regress on: the mean for every row
@@ -120,11 +123,12 @@ class RidgeFeature:
             return self
         U, s, Vt = np.linalg.svd(D, full_matrices=False)
         UtY = U.T @ Yc  # (r, t)
+        U2 = U**2
         best = None
         for alpha in ALPHAS * n:
             shrink = s**2 / (s**2 + alpha)  # (r,)
             fitted = U @ (shrink[:, None] * UtY)
-            leverage = (U**2) @ shrink + 1.0 / n  # the intercept's share included
+            leverage = U2 @ shrink + 1.0 / n  # the intercept's share included
             residual = (Yc - fitted) / (1.0 - leverage)[:, None]
             press = float(np.mean(residual**2))
             if best is None or press < best[0]:

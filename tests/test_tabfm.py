@@ -339,8 +339,8 @@ def test__linear_feature__members_get_the_ridge_columns_as_asked(option: str, ex
     for model, n_extra in ((clf, 1), (reg, 1)):  # binary: one column; regression: one column
         assert [m.linear for m in model.members_] == expected
         for member in model.members_:
-            train, _ = model._member_table(member, model.X_train_, train=True)
-            test, _ = model._member_table(member, model.X_train_)
+            train, _ = model._member_table(member, model.X_train_, model._train_ridge_columns())
+            test, _ = model._member_table(member, model.X_train_, model._ridge_columns(model.X_train_))
             assert train.shape[-1] == member.width() + n_extra * member.linear
             if member.linear:  # leave-one-out on the training rows, the full fit on new rows
                 np.testing.assert_allclose(train[0, :, -1].numpy(), model.ridge_.train_predictions_[:, 0], rtol=1e-5, atol=1e-6)

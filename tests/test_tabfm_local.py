@@ -292,7 +292,7 @@ def test__focused_context__a_focused_member_reads_its_neighbours_in_the_last_blo
     out = focused._member_logits(1, X_test, neighbours)
     assert [kw["focus_rows"].shape for kw in calls] == [(1, 20, 25), (1, 20, 25), (1, 10, 25)]  # batch_size chunks
     np.testing.assert_array_equal(torch.cat([kw["focus_rows"][0] for kw in calls]).numpy(), neighbours)
-    member_table, _ = focused._member_table(focused.members_[1], X_test)
+    member_table, _ = focused._member_table(focused.members_[1], X_test, focused._ridge_columns(X_test))
     with torch.inference_mode():
         expected = original(focused.contexts_[1], member_table, focus_rows=torch.as_tensor(neighbours)[None], focus_blocks=2)
     np.testing.assert_allclose(out, expected[0].numpy(), rtol=1e-5, atol=1e-5)
