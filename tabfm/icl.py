@@ -32,7 +32,7 @@ from tabfm.checkpoint import network_from_state, read_card, shared_network, ship
 from tabfm.errors import TabFMValidationError
 from tabfm.neighbours import NeighbourIndex
 from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler, TargetQuantiles
-from tabfm.ridge_feature import RidgeFeature
+from tabfm.ridge_feature import RidgeFeature, class_targets
 
 NUMERIC_TRANSFORMS = ("mixed", "none", "quantile")
 TARGET_TRANSFORMS = ("mixed", "none", "quantile")
@@ -641,11 +641,9 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         return member.class_map[self.y_train_].astype(np.float32)
 
     def _ridge_targets(self) -> np.ndarray | None:
-        k = self.n_classes_
-        if k > self.network_.config.n_outputs:
+        if self.n_classes_ > self.network_.config.n_outputs:
             return None  # grouped members: per-class columns would outnumber what they tell apart
-        onehot = (self.y_train_[:, None] == np.arange(k)).astype(np.float64)
-        return onehot[:, 1:] if k == 2 else onehot
+        return class_targets(self.y_train_, self.n_classes_)
 
     def _predict_proba_encoded(self, X_enc: np.ndarray) -> np.ndarray:
         n_out = self.network_.config.n_outputs

@@ -41,6 +41,7 @@ from models.icl import ICLConfig, ICLTransformer
 from priors import BatchStream, PriorBatch
 from tabfm.checkpoint import card_path, load_checkpoint, save_checkpoint
 from tabfm.device import resolve_device
+from tabfm.ridge_feature import class_targets, table_ridge_columns
 from tabfm.validation import PROTOCOL as VALIDATION_PROTOCOL
 from tabfm.validation import PROTOCOL_VERSION as VALIDATION_PROTOCOL_VERSION
 from tabfm.validation import VALIDATION_DATASETS, evaluate_on_real_data
@@ -95,7 +96,15 @@ class PretrainConfig:
     save_every_minutes: float = 10.0
     eval_every_minutes: float = 30.0
     threads: int = 0  # 0: torch's default
+    # Probability that a table carries the estimators' ridge columns (tabfm/ridge_feature.py):
+    # leave-one-out predictions on its training rows, the full fit on its test rows, so that the
+    # network learns how far to trust them rather than reading them zero-shot.
+    ridge_columns: float = 0.0
     model: dict[str, Any] = field(default_factory=dict)  # overrides of ICLConfig
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ridge_columns <= 1.0:
+            raise ValueError(f"ridge_columns is a probability in [0, 1], got {self.ridge_columns!r}")
 
     def model_config(self) -> ICLConfig:
         n_outputs = self.model.get("n_outputs", 10 if self.task == "classification" else 64)
@@ -138,6 +147,45 @@ def curriculum(config: PretrainConfig):
         return draw(config.rows_start, config.rows_end), draw(config.features_start, config.features_end)
 
     return shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Ridge columns
+# ---------------------------------------------------------------------------------------------
+
+
+def add_ridge_columns(batch: PriorBatch, prob: float, rng: np.random.Generator) -> PriorBatch:
+    """The batch with, for each table drawn with probability ``prob``, its ridge columns
+    (:func:`tabfm.ridge_feature.table_ridge_columns`) as numeric features after its own ones:
+    one column for a regression or binary target, one per class otherwise, as the estimators
+    append them. The batch widens to the widest table."""
+    chosen = np.flatnonzero(rng.random(batch.x.shape[0]) < prob)
+    if len(chosen) == 0:
+        return batch
+    split = batch.split
+    widths = batch.feature_mask.sum(dim=1).numpy()
+    columns = {}
+    for b in chosen:
+        f = int(widths[b])
+        y = batch.y[b, :split].numpy().astype(np.float64)
+        if batch.task == "regression":
+            targets = ((y - y.mean()) / (y.std() or 1.0))[:, None]  # the regressor's standardised target
+        else:
+            targets = class_targets(y.astype(np.int64), int(batch.n_classes[b]))
+        columns[b] = table_ridge_columns(batch.x[b, :, :f].numpy(), batch.categorical[b, :f].numpy(), targets, split)
+    B, R, F = batch.x.shape
+    width = max(F, *(int(widths[b]) + c.shape[1] for b, c in columns.items()))
+    x = torch.zeros(B, R, width)
+    x[:, :, :F] = batch.x
+    feature_mask = torch.zeros(B, width, dtype=torch.bool)
+    feature_mask[:, :F] = batch.feature_mask
+    categorical = torch.zeros(B, width, dtype=torch.bool)
+    categorical[:, :F] = batch.categorical
+    for b, c in columns.items():
+        f = int(widths[b])
+        x[b, :, f : f + c.shape[1]] = torch.from_numpy(c)
+        feature_mask[b, f : f + c.shape[1]] = True
+    return replace(batch, x=x, feature_mask=feature_mask, categorical=categorical)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,6 +563,8 @@ class Pretrainer:
                         group["lr"] = lr
                 for optimizer in self.optimizers:
                     optimizer.zero_grad(set_to_none=True)
+                if c.ridge_columns > 0:
+                    batch = add_ridge_columns(batch, c.ridge_columns, np.random.default_rng([c.seed, 13, step]))
                 loss_value = accumulate_gradients(self.model, batch, self.device, c.micro_batch_size, autocast)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
                 if not math.isfinite(grad_norm):
@@ -607,4 +657,4 @@ def config_from_args(task: str, recipe: str, overrides: dict[str, Any] | None = 
     return replace(PretrainConfig(task=task, recipe=recipe), **(overrides or {}))
 
 
-__all__ = ["PretrainConfig", "Pretrainer", "accumulate_gradients", "batch_loss", "card_path", "curriculum", "learning_rate", "make_optimizers"]
+__all__ = ["PretrainConfig", "Pretrainer", "accumulate_gradients", "add_ridge_columns", "batch_loss", "card_path", "curriculum", "learning_rate", "make_optimizers"]

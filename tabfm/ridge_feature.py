@@ -26,7 +26,7 @@ from functools import wraps
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler
+from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler, column_quantiles
 
 # Penalties, in units of the row count (the design's columns have unit variance).
 ALPHAS = np.logspace(-5, 1, 13)
@@ -63,9 +63,7 @@ class RidgeFeature:
     def _fit_design(self, X: np.ndarray) -> None:
         numeric = ~self.categorical_mask
         Xn = X[:, numeric].astype(np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            bounds = np.nanpercentile(Xn, CLIP, axis=0) if Xn.shape[1] else np.zeros((2, 0))
+        bounds = column_quantiles(Xn, np.array(CLIP) / 100) if Xn.shape[1] else np.zeros((2, 0))
         self.low_, self.high_ = np.nan_to_num(bounds[0]), np.nan_to_num(bounds[1])
         self.quantile_ = NumericScaler("quantile").fit(Xn) if Xn.shape[1] else None
         self.has_missing_ = np.isnan(Xn).any(axis=0)
@@ -147,3 +145,30 @@ class RidgeFeature:
         # A sum per row rather than a matrix product: a row's value must not depend on the other
         # rows of the batch (BLAS kernels block rows differently by batch size).
         return np.einsum("ij,jk->ik", self._scaled(X), self.coef_, optimize=False) + self.y_mean_
+
+
+def class_targets(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Ridge targets of a class label: one 0/1 column per class, one column for a binary target."""
+    onehot = (np.asarray(y)[:, None] == np.arange(n_classes)).astype(np.float64)
+    return onehot[:, 1:] if n_classes == 2 else onehot
+
+
+def table_ridge_columns(x: np.ndarray, categorical: np.ndarray, targets: np.ndarray, split: int) -> np.ndarray:
+    """``(R, t)`` ridge columns of a synthetic table, as an estimator would build them.
+
+    ``x (R, F)`` holds a prior table's cells (categorical codes 0..K-1, NaN when missing) and
+    ``targets (split, t)`` the ridge targets of its training rows ``[0, split)``. Those rows get
+    their leave-one-out predictions, the test rows ``[split, R)`` the full fit: what
+    :class:`~tabfm.icl.TabFMRegressor` and :class:`~tabfm.icl.TabFMClassifier` give the network,
+    so that pretraining can teach it how far to trust the columns.
+    """
+    categorical = np.asarray(categorical, dtype=bool)
+    X = x.astype(np.float64, copy=True)
+    cardinalities = np.zeros(X.shape[1], dtype=np.int64)
+    for j in np.flatnonzero(categorical):
+        # The estimators' encoding: known levels from FIRST_CATEGORY_CODE, levels unseen in
+        # training rows beyond the cardinality (they fall in no one-hot column, as unseen ones do).
+        cardinalities[j] = FIRST_CATEGORY_CODE + int(np.nanmax(X[:split, j], initial=-1)) + 1
+        X[:, j] += FIRST_CATEGORY_CODE
+    ridge = RidgeFeature(categorical, cardinalities).fit(X[:split], targets)
+    return np.concatenate([ridge.train_predictions_, ridge.predict(X[split:])]).astype(np.float32)

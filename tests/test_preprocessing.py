@@ -17,6 +17,7 @@ from tabfm.preprocessing import (
     NumericScaler,
     TablePreprocessor,
     TargetQuantiles,
+    column_quantiles,
     encode_classification_target,
     encode_regression_target,
 )
@@ -262,3 +263,20 @@ def test__target_quantiles__normal_scores_ties_and_bounded_inverse() -> None:
     np.testing.assert_allclose(tq.inverse(z[:500]), y[:500], rtol=1e-3)  # round trip inside the range
     assert np.all(np.isfinite(tq.transform([-1e9, 1e9])))
     np.testing.assert_allclose(tq.inverse([-40.0, 40.0]), [y.min(), y.max()])  # never beyond the training range
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test__column_quantiles__numpys_nanquantile_bit_for_bit(seed: int) -> None:
+    """Ties, missing cells, an all-missing column, a single value, and the quantile map's 1,000 levels."""
+    import warnings
+
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(300, 5)) * 10 ** rng.uniform(-3, 4), 1)
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X[:, 3] = np.nan
+    X[1:, 4] = np.nan
+    for q in (np.linspace(0.0, 1.0, 1000), np.array([0.005, 0.995])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN column
+            expected = np.nanquantile(X, q, axis=0)
+        np.testing.assert_array_equal(column_quantiles(X, q), expected)

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,11 +17,13 @@ from tabfm.pretrain import (
     PretrainConfig,
     Pretrainer,
     accumulate_gradients,
+    add_ridge_columns,
     batch_loss,
     curriculum,
     learning_rate,
     make_optimizers,
 )
+from tabfm.ridge_feature import table_ridge_columns
 
 TINY_MODEL = {
     "d_model": 16, "d_cell": 8, "d_cell_ffn": 16, "n_cell_heads": 2, "n_col_inducing": 4, "n_row_blocks": 1,
@@ -101,6 +104,40 @@ def test__accumulate_gradients__micro_batches_by_width__the_batch_loss_and_gradi
         loss = accumulate_gradients(model, batch, torch.device("cpu"), size)
         assert loss == pytest.approx(whole.item(), rel=1e-5)
         torch.testing.assert_close(gradients(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__add_ridge_columns__after_each_tables_features__the_tables_cells_kept(task: str) -> None:
+    batch = make_batch("smoke", task, batch_size=6, n_rows=40, max_features=5, seed=2)
+    assert add_ridge_columns(batch, 0.0, np.random.default_rng(0)) is batch
+    widened = add_ridge_columns(batch, 1.0, np.random.default_rng(0))
+    widths = batch.feature_mask.sum(dim=1)
+    for b in range(6):
+        f = int(widths[b])
+        k = int(batch.n_classes[b])
+        t = 1 if task == "regression" or k == 2 else k
+        assert int(widened.feature_mask[b].sum()) == f + t
+        assert not widened.categorical[b, f:].any()
+        torch.testing.assert_close(widened.x[b, :, :f], batch.x[b, :, :f], equal_nan=True)
+        y = batch.y[b, : batch.split].numpy().astype(np.float64)
+        targets = ((y - y.mean()) / y.std())[:, None] if task == "regression" else (y[:, None] == np.arange(k))[:, -t:]
+        expected = table_ridge_columns(batch.x[b, :, :f].numpy(), batch.categorical[b, :f].numpy(), targets, batch.split)
+        np.testing.assert_allclose(widened.x[b, :, f : f + t].numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(batch_loss(_tiny_model(task), widened, torch.device("cpu")))
+    some = add_ridge_columns(batch, 0.5, np.random.default_rng(1))
+    assert 0 < int((some.feature_mask.sum(dim=1) > widths).sum()) < 6
+
+
+def _tiny_model(task: str):
+    from models.icl import ICLTransformer
+
+    torch.manual_seed(0)
+    return ICLTransformer(_config(task).model_config())
+
+
+def test__pretrain_config__ridge_columns__a_probability() -> None:
+    with pytest.raises(ValueError, match="ridge_columns"):
+        PretrainConfig(ridge_columns=1.5)
 
 
 def test__make_optimizers__muon__hidden_matrices_only_and_every_parameter_once() -> None:
@@ -319,15 +356,16 @@ def test__cli_resume__model_option_adds_to_the_recorded_network_options(tmp_path
     assert recorded["d_model"] == TINY_MODEL["d_model"]
 
 
-def test__cli_resume__curriculum_ends_given_now_replace_the_recorded_ones(tmp_path: Path) -> None:
+def test__cli_resume__curriculum_ends_and_ridge_columns_given_now_replace_the_recorded_ones(tmp_path: Path) -> None:
     from tabfm.cli import main
 
     common = ["pretrain", "--task", "regression", "--recipe", "smoke", "--out", str(tmp_path / "run"),
               "--batch-size", "2", "--num-workers", "0", "--no-progress", "--model", json.dumps(TINY_MODEL)]
     assert main([*common, "--max-steps", "1"]) == 0
-    assert main([*common, "--max-steps", "2", "--resume", "--features-end", "4", "60", "--rows-end", "300", "2000"]) == 0
+    assert main([*common, "--max-steps", "2", "--resume", "--features-end", "4", "60", "--rows-end", "300", "2000",
+                 "--ridge-columns", "1"]) == 0
     recorded = json.loads((tmp_path / "run" / "state" / "config.json").read_text())
-    assert (recorded["features_end"], recorded["rows_end"]) == ([4, 60], [300, 2000])
+    assert (recorded["features_end"], recorded["rows_end"], recorded["ridge_columns"]) == ([4, 60], [300, 2000], 1.0)
     assert recorded["features_start"] == list(PretrainConfig.features_start)
     assert json.loads((tmp_path / "run" / "state" / "progress.json").read_text())["step"] == 3  # 1 + 2 more
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import Ridge
 
+from tabfm import TabFMRegressor
 from tabfm.preprocessing import FIRST_CATEGORY_CODE
-from tabfm.ridge_feature import RidgeFeature
+from tabfm.ridge_feature import RidgeFeature, class_targets, table_ridge_columns
 
 
 def _table(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -65,3 +67,30 @@ def test__ridge_feature__several_targets__one_column_each() -> None:
     ridge = RidgeFeature(categorical, cardinalities).fit(X, Y)
     assert ridge.train_predictions_.shape == (len(X), 3) and ridge.predict(X[:5]).shape == (5, 3)
     np.testing.assert_allclose(ridge.predict(X)[:, 0], -ridge.predict(X)[:, 1], atol=1e-9)
+
+
+def test__table_ridge_columns__a_prior_table__the_columns_the_regressor_builds() -> None:
+    """Pretraining's ridge columns of a synthetic table (codes 0..K-1, NaN missing) are those the
+    regressor builds from the same table as a user's frame: leave-one-out on the training rows,
+    the full fit on the others, a level unseen in training in no one-hot column."""
+    rng = np.random.default_rng(1)
+    n, split = 90, 60
+    x = np.column_stack([rng.normal(size=n), np.where(rng.random(n) < 0.2, np.nan, rng.exponential(size=n)),
+                         rng.integers(0, 3, size=n).astype(np.float64)])
+    x[split, 2] = 3.0  # a level only a test row has
+    x[split + 1, 2] = np.nan
+    y = 2 * x[:, 0] + np.nan_to_num(x[:, 1]) + (x[:, 2] == 1) + 0.3 * rng.normal(size=n)
+    targets = ((y[:split] - y[:split].mean()) / y[:split].std())[:, None]
+    columns = table_ridge_columns(x, np.array([False, False, True]), targets, split)
+
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": pd.Series(x[:, 2]).map({0: "p", 1: "q", 2: "r", 3: "s"})})
+    reg = TabFMRegressor(n_estimators=1, context="global", linear_feature="all").fit(frame[:split], y[:split])
+    X_enc = reg.preprocessor_.transform(frame)
+    np.testing.assert_allclose(columns[:split, 0], reg._train_ridge_columns()[:, 0], rtol=1e-5, atol=1e-5)
+    # The test rows include the unseen level and the missing one.
+    np.testing.assert_allclose(columns[split:, 0], reg._ridge_columns(X_enc[split:])[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test__class_targets__binary_one_column__multiclass_one_per_class() -> None:
+    np.testing.assert_array_equal(class_targets(np.array([0, 1, 1]), 2), [[0.0], [1.0], [1.0]])
+    np.testing.assert_array_equal(class_targets(np.array([2, 0]), 3), [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])

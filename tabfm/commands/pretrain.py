@@ -48,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="range of a step's feature columns once the curriculum is over (default 3 40)")
     p.add_argument("--rows-end", type=int, nargs=2, metavar=("LOW", "HIGH"),
                    help="range of a step's rows per table once the curriculum is over (default 256 1024)")
+    p.add_argument("--ridge-columns", type=float, metavar="PROB",
+                   help="probability that a synthetic table carries the estimators' ridge columns (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=run)
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
             "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
             "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
-            "cooldown_steps": args.cooldown_steps, "optimizer": args.optimizer,
+            "cooldown_steps": args.cooldown_steps, "optimizer": args.optimizer, "ridge_columns": args.ridge_columns,
             "features_end": tuple(args.features_end) if args.features_end else None,
             "rows_end": tuple(args.rows_end) if args.rows_end else None,
         }.items()
