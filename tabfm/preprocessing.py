@@ -590,7 +590,8 @@ def _middle_levels(x: np.ndarray, knots: np.ndarray, levels: np.ndarray) -> np.n
 def column_quantiles(X: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``(len(q), F)`` quantiles of each column ignoring NaN: ``np.nanquantile(X, q, axis=0)``
     (linear interpolation, NaN for an all-NaN column) from one sort of the whole array, where
-    numpy sorts and interpolates column by column (1.2 s against 0.1 s on 16 tables of 2,000 x 45)."""
+    numpy sorts and interpolates column by column (23x faster for 1,000 levels of 2,246 x 46:
+    ``python -m benchmarks.quantile_speed``)."""
     X = np.sort(np.asarray(X, dtype=np.float64), axis=0)  # NaN last
     q = np.asarray(q, dtype=np.float64)
     n = (~np.isnan(X)).sum(axis=0)  # (F,)

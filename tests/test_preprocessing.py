@@ -280,3 +280,11 @@ def test__column_quantiles__numpys_nanquantile_bit_for_bit(seed: int) -> None:
             warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN column
             expected = np.nanquantile(X, q, axis=0)
         np.testing.assert_array_equal(column_quantiles(X, q), expected)
+
+
+def test__quantile_speed_benchmark__prints_both_timings(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.quantile_speed import main
+
+    assert main(["--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "missing" in line]
+    assert len(rows) == 4 and all(line.endswith("x |") for line in rows)
