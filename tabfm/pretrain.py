@@ -121,12 +121,14 @@ def learning_rate(config: PretrainConfig, step: int, resumed_at: int | None = No
     cooldown branch, a decay to zero from the rate at the branch point."""
     start = config.cooldown_start
     if config.cooldown_steps and start is not None and step >= start:
+        # The branch point's rate without any re-warmup: a branch that starts without optimizer
+        # moments re-warms from the decaying rate below, not from a rate cut at its first step.
         done = min(1.0, (step - start) / config.cooldown_steps)
-        return learning_rate(replace(config, cooldown_steps=0), start, resumed_at) * (1 - math.sqrt(done))
-    base = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-    progress = min(1.0, step / max(1, config.total_steps))
-    cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    lr = base * cosine
+        lr = learning_rate(replace(config, cooldown_steps=0), start) * (1 - math.sqrt(done))
+    else:
+        base = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+        progress = min(1.0, step / max(1, config.total_steps))
+        lr = base * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     if resumed_at is not None and step >= resumed_at:
         lr *= min(1.0, (step - resumed_at + 1) / max(1, config.rewarmup_steps))
     return lr

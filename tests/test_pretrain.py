@@ -56,6 +56,17 @@ def test__learning_rate__cooldown__from_the_branch_rate_to_zero() -> None:
     assert learning_rate(c, 5_100) == 0.0
 
 
+def test__learning_rate__cooldown_without_optimizer_moments__rewarms_to_the_decaying_rate() -> None:
+    # A branch that changes the network (new parameters) starts without moments: its first steps
+    # re-warm, then follow the branch's decay from the branch point's full rate, not 1/rewarmup of it.
+    c = PretrainConfig(lr=1e-3, warmup_steps=10, total_steps=10_000, cooldown_steps=100, cooldown_start=5_000, rewarmup_steps=5)
+    plain = replace(c, rewarmup_steps=1)
+    assert learning_rate(c, 5_000, resumed_at=5_000) == pytest.approx(learning_rate(plain, 5_000) / 5)
+    assert learning_rate(c, 5_025, resumed_at=5_000) == pytest.approx(learning_rate(plain, 5_000) * 0.5)
+    # Resumed mid-branch: the re-warmup scales the rate of the step it reaches.
+    assert learning_rate(c, 5_026, resumed_at=5_025) == pytest.approx(learning_rate(c, 5_026) * 2 / 5)
+
+
 def test__curriculum__deterministic_and_growing() -> None:
     c = PretrainConfig(curriculum_steps=100)
     shape = curriculum(c)
