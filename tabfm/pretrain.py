@@ -298,7 +298,7 @@ def run_logs(directory: Path) -> list[str]:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop rows logged after ``step``: the state being resumed never saw them."""
+    """Drop rows logged after ``step`` (the state being resumed never saw them)."""
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
@@ -478,6 +478,9 @@ class Pretrainer:
         mean = float(np.mean(list(scores.values())))
         row = {"step": self.progress.step, "datasets_seen": self.progress.datasets_seen, "mean": round(mean, 5)}
         row.update({k: round(v, 5) for k, v in scores.items()})
+        # A resumed run scores its first step again (the code may have changed): the new score
+        # replaces the one logged for that step, so the learning curve has one point per step.
+        _truncate_log(self.out / "val_log.csv", self.progress.step - 1)
         _append_csv(self.out / "val_log.csv", ["step", "datasets_seen", "mean", *VALIDATION_DATASETS[self.config.task]], row)
         logger.info("validation at step %d: mean %s = %.4f", self.progress.step, _metric(self.config.task), mean)
         if self.progress.best_val is None or mean > self.progress.best_val:
