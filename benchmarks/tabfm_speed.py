@@ -2,7 +2,7 @@
 
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
         [--n-estimators 1,2,8] [--contexts global,mixed,local] [--anchor-rows 4,16]
-        [--linear-features none]
+        [--linear-features none] [--architectures '{"attention": {"kind": "inducing"}, "n_estimators": 2}']
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
 ``repeats`` runs and the ratio to LightGBM's. TabFM runs with each ensemble size of
@@ -28,9 +28,11 @@ force is printed with the table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
+from dataclasses import fields
 from pathlib import Path
 
 
@@ -105,6 +107,45 @@ def _linear_features(text: str) -> list[str]:
     return _names(text, LINEAR_FEATURES, "linear features")
 
 
+def _architectures(text: str) -> list[dict]:
+    """Semicolon-separated JSON objects of network overrides (see the module docstring)."""
+    import json
+
+    from models.icl import ICLConfig
+
+    known = {f.name for f in fields(ICLConfig)} | {"n_estimators"}
+    specs = []
+    for chunk in (c.strip() for c in text.split(";")):
+        if not chunk:
+            continue
+        try:
+            spec = json.loads(chunk)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f"not a JSON object: {chunk!r} ({error.msg})") from None
+        if not isinstance(spec, dict):
+            raise argparse.ArgumentTypeError(f"expected a JSON object, got {chunk!r}")
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown network options {', '.join(unknown)} in {chunk!r}")
+        specs.append(spec)
+    return specs
+
+
+def _untrained_network(spec: dict):
+    """A freshly initialised network: the shipped classification configuration with ``spec``'s
+    overrides (``n_estimators`` is the estimator's and is left out)."""
+    from models.icl import ICLConfig, ICLTransformer
+    from tabfm.checkpoint import read_card, shipped_checkpoint
+
+    config = dict(read_card(shipped_checkpoint("classification"))["architecture"])
+    for key, value in spec.items():
+        if key == "attention":
+            config["attention"] = {**config["attention"], **value}
+        elif key != "n_estimators":
+            config[key] = value
+    return ICLTransformer(ICLConfig(**config)).eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=1000)
@@ -135,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         type=_linear_features,
         default="",
         help="comma-separated linear_feature values besides the default: all, mixed, none",
+    )
+    parser.add_argument(
+        "--architectures",
+        type=_architectures,
+        default="",
+        help="semicolon-separated JSON overrides of the shipped network, timed untrained "
+        '(e.g. \'{"attention": {"kind": "inducing"}, "n_estimators": 2}\')',
     )
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
@@ -179,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         candidates[f"tabfm (linear_feature={linear})"] = lambda v=linear: TabFMClassifier(
             linear_feature=v, device="cpu"
+        )
+    for spec in args.architectures:
+        network = _untrained_network(spec)
+        n = spec.get("n_estimators", default)
+        label = json.dumps({k: v for k, v in spec.items() if k != "n_estimators"}, separators=(", ", ": "))
+        candidates[f"untrained {label} (n_estimators={n})"] = lambda net=network, n=n: TabFMClassifier(
+            n_estimators=n, checkpoint=net, device="cpu"
         )
     _time(
         lambda: TabFMClassifier(n_estimators=1, device="cpu"),
