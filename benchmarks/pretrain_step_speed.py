@@ -31,7 +31,7 @@ import torch
 
 from models.icl import ICLConfig, ICLTransformer
 from priors import make_batch
-from tabfm.checkpoint import read_card, shipped_checkpoint
+from tabfm.checkpoint import shipped_architecture
 from tabfm.pretrain import accumulate_gradients
 
 
@@ -67,10 +67,7 @@ def measure(task: str, shape: tuple[int, int, int], micro: int, steps: int, seed
 
 def _architecture(task: str, kind: str | None = None) -> dict:
     """The shipped network's configuration, with in-context attention of ``kind`` if given."""
-    architecture = dict(read_card(shipped_checkpoint(task)).get("architecture", {"task": task}))
-    if kind is not None:
-        architecture["attention"] = {**architecture.get("attention", {}), "kind": kind}
-    return architecture
+    return shipped_architecture(task, None if kind is None else {"attention": {"kind": kind}})
 
 
 def _in_fresh_process(*args: object) -> tuple[float, np.ndarray, float]:

@@ -109,8 +109,6 @@ def _linear_features(text: str) -> list[str]:
 
 def _architectures(text: str) -> list[dict]:
     """Semicolon-separated JSON objects of network overrides (see the module docstring)."""
-    import json
-
     from models.icl import ICLConfig
 
     known = {f.name for f in fields(ICLConfig)} | {"n_estimators"}
@@ -135,15 +133,10 @@ def _untrained_network(spec: dict):
     """A freshly initialised network: the shipped classification configuration with ``spec``'s
     overrides (``n_estimators`` is the estimator's and is left out)."""
     from models.icl import ICLConfig, ICLTransformer
-    from tabfm.checkpoint import read_card, shipped_checkpoint
+    from tabfm.checkpoint import shipped_architecture
 
-    config = dict(read_card(shipped_checkpoint("classification"))["architecture"])
-    for key, value in spec.items():
-        if key == "attention":
-            config["attention"] = {**config["attention"], **value}
-        elif key != "n_estimators":
-            config[key] = value
-    return ICLTransformer(ICLConfig(**config)).eval()
+    overrides = {k: v for k, v in spec.items() if k != "n_estimators"}
+    return ICLTransformer(ICLConfig(**shipped_architecture("classification", overrides))).eval()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,6 +82,15 @@ def read_card(path: str | Path) -> dict[str, Any]:
     return json.loads(card.read_text()) if card.is_file() else {}
 
 
+def shipped_architecture(task: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shipped ``task`` network's configuration (its card's ``architecture``) with
+    ``overrides``; those under ``"attention"`` merge into its attention settings."""
+    architecture = dict(read_card(shipped_checkpoint(task)).get("architecture", {"task": task}))
+    for key, value in (overrides or {}).items():
+        architecture[key] = {**architecture.get("attention", {}), **value} if key == "attention" else value
+    return architecture
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ICLTransformer:
     """Rebuild the network stored at ``path`` in float32 on ``device`` (eval mode)."""
     path = Path(path)

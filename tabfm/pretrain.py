@@ -301,10 +301,12 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop rows logged after ``step`` (the state being resumed never saw them)."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
+    with path.open(newline="") as handle:  # keep the csv writer's line endings as they are
+        lines = handle.read().splitlines(keepends=True)
     kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
     if len(kept) != len(lines):
-        path.write_text("".join(kept))
+        with path.open("w", newline="") as handle:
+            handle.write("".join(kept))
 
 
 # Linear layers that keep AdamW under "muon": those reading raw inputs (cell features, position
