@@ -261,11 +261,36 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     return {k: t.float() if t.is_floating_point() else t for k, t in load_file(str(path)).items()}
 
 
+def _keep_last_row_blocks(weights: dict[str, torch.Tensor], n_blocks: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Weights of a network with more row-interaction blocks than ``n_blocks``, cut to its last
+    ``n_blocks``: the last block is the one whose CLS tokens become the row vector, so a cheaper
+    branch keeps it and drops the first ones. Returns the weights and the renamed keys."""
+    prefix = "row_encoder.blocks."
+    have = {int(k[len(prefix) :].split(".")[0]) for k in weights if k.startswith(prefix)}
+    drop = len(have) - n_blocks
+    if drop <= 0:
+        return weights, []
+    out, renamed = {}, []
+    for key, value in weights.items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix) :].split(".", 1)
+            if int(index) < drop:
+                continue
+            key = f"{prefix}{int(index) - drop}.{rest}"
+            renamed.append(key)
+        out[key] = value
+    logger.warning("row interaction: the state's first %d of %d blocks are dropped", drop, len(have))
+    return out, renamed
+
+
 def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
     """Load committed weights into a network that may have gained parameters since (a new option in
     the resumed run's ``--model``): the new ones keep their initialisation, which every such option
-    chooses so that the network starts out computing what the old one did. Weights the network
-    lacks, or of the wrong shape, are an error. Returns the names of the new parameters."""
+    chooses so that the network starts out computing what the old one did. A network with fewer
+    row-interaction blocks keeps the state's last ones. Other weights the network lacks, or of the
+    wrong shape, are an error. Returns the names of the parameters whose optimizer moments no
+    longer apply (new or moved)."""
+    weights, moved = _keep_last_row_blocks(weights, model.config.n_row_blocks)
     own = model.state_dict()
     # Switching a run from inducing to exact in-context attention keeps every projection; only the
     # learned inducing queries, which exact attention has no use for, are left behind.
@@ -278,7 +303,7 @@ def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> lis
         raise RuntimeError(f"the state holds weights this network lacks: {result.unexpected_keys[:5]}")
     if result.missing_keys:
         logger.warning("new parameters, initialised afresh: %s", ", ".join(result.missing_keys))
-    return list(result.missing_keys)
+    return list(result.missing_keys) + moved
 
 
 def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:

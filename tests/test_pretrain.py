@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from priors import make_batch
 from tabfm.checkpoint import load_checkpoint
@@ -241,6 +242,20 @@ def test__pretrainer__resume_inducing_state_with_exact_attention__projections_ke
     assert set(new) <= set(old)
     for name, value in new.items():
         torch.testing.assert_close(value, old[name], msg=name)
+
+
+def test__pretrainer__branch_with_fewer_row_blocks__keeps_the_last_block_and_rewarms(tmp_path: Path) -> None:
+    two = {**TINY_MODEL, "n_row_blocks": 2}
+    Pretrainer(_config(model=two), tmp_path / "run").train(max_steps=2, progress_bar=False)
+    old = load_file(str(tmp_path / "run" / "state" / "ema.safetensors"))
+    branch = Pretrainer(_config(), tmp_path / "run", resume=True)  # TINY_MODEL: one row block
+    new = branch.ema.state_dict()
+    assert len(old) - len(new) == sum(k.startswith("row_encoder.blocks.1.") for k in old)
+    for name, value in new.items():
+        source = name.replace("row_encoder.blocks.0.", "row_encoder.blocks.1.")
+        torch.testing.assert_close(value, old[source], msg=name)
+    assert branch.resumed_at == 2  # moved weights: the optimizer's moments are warmed up again
+    branch.train(max_steps=3, progress_bar=False)
 
 
 def test__regression_loss__near_constant_training_target__bounded(tmp_path: Path) -> None:
