@@ -61,6 +61,12 @@ class TabFMParams(_Params):
         description="a ridge regression of the target on all columns enters every member ('all'), members "
         "0, 2, 4, ... ('mixed') or none as extra columns; its leave-one-out predictions on the training rows",
     )
+    linear_basis: Literal["auto", "linear", "hinge"] | None = Field(
+        None,
+        description="what that ridge fits per numeric column: a line ('linear'), a piecewise-linear curve "
+        "('hinge'), or whichever has the smaller leave-one-out error ('auto'); omitted: the library's default, "
+        "'auto' for regression and 'linear' for classification",
+    )
     local_rows: int = Field(128, ge=8, le=2048)
     local_anchor_rows: int | None = Field(
         None,

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from tabfm.errors import NotFittedError, TabFMValidationError
 from tabfm.preprocessing import FIRST_CATEGORY_CODE, MISSING_CODE, UNSEEN_CODE
+from tabfm.ridge_feature import HINGE_KNOTS
 
 logger = logging.getLogger(__name__)
 
@@ -250,8 +251,8 @@ class FeatureEncoderGraph(nn.Module):
 
 class RidgeGraph(nn.Module):
     """:class:`tabfm.ridge_feature.RidgeFeature` inside the graph: its design columns (clipped raw and
-    quantile-normal numeric values, missing indicators, one 0/1 column per known level), standardised,
-    then the fitted linear map. Computes in float64, as the estimator does.
+    quantile-normal numeric values, missing indicators, one 0/1 column per known level, hinges of the
+    quantile-normal values when the ridge chose them), standardised, then the fitted linear map. Computes in float64, as the estimator does.
 
     Shape: ``X (R, F)`` float32 -> ``(R, t)`` float32.
     """
@@ -267,6 +268,8 @@ class RidgeGraph(nn.Module):
             self.register_buffer("high", torch.as_tensor(ridge.high_, dtype=torch.float64))
             self.quantile = QuantileNormal(ridge.quantile_.quantiles_, ridge.quantile_.references_)
             self.register_buffer("missing_idx", torch.as_tensor(np.flatnonzero(ridge.has_missing_), dtype=torch.int64))
+        self.hinge = bool(getattr(ridge, "hinge_", False)) and self.has_num
+        self.register_buffer("knots", torch.as_tensor(HINGE_KNOTS, dtype=torch.float64))
         source, codes = [], []
         for column, levels in zip(np.flatnonzero(categorical), ridge.levels_, strict=True):
             source += [column] * levels
@@ -290,9 +293,14 @@ class RidgeGraph(nn.Module):
             wide = raw.to(torch.float64)
             clipped = torch.where(torch.isnan(wide), wide, torch.minimum(torch.maximum(wide, self.low), self.high))
             missing = torch.isnan(raw.index_select(1, self.missing_idx)).to(torch.float64)
-            blocks += [clipped, self.quantile(raw).to(torch.float64), missing]
+            quantile = self.quantile(raw).to(torch.float64)
+            blocks += [clipped, quantile, missing]
         if self.has_levels:
             blocks.append((X.index_select(1, self.level_source) == self.level_code).to(torch.float64))
+        if self.hinge:  # max(0, q - knot), NaN where q is missing (the column mean below)
+            q = quantile.unsqueeze(2)
+            hinges = torch.relu(torch.where(torch.isnan(q), torch.zeros_like(q), q) - self.knots)
+            blocks.append(torch.where(torch.isnan(q), q.expand_as(hinges), hinges).flatten(1))
         design = torch.cat(blocks, dim=1).index_select(1, self.keep)
         z = (design - self.loc) / self.scale
         z = torch.where(torch.isnan(z), torch.zeros_like(z), z)  # missing values at the column mean

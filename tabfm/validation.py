@@ -18,7 +18,8 @@ from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
 # Protocol v3 scores the network as the estimators use it by default, with ridge columns
-# (``linear_feature="all"``): once pretraining teaches the network to read them, a protocol without
+# (``linear_feature="all"``; pinned to the linear basis v3 began with, which pretraining's ridge
+# columns also use): once pretraining teaches the network to read them, a protocol without
 # them would not see what a checkpoint learned. v2 pinned ``linear_feature="none"``; its logs stay
 # as ``val_log_v2.csv``.
 # v2 replaced v1 (1,000 training rows, v1's 8 datasets per task), which saw only small tables and
@@ -48,7 +49,7 @@ N_MEMBERS = 4
 PROTOCOL = (
     f"v{PROTOCOL_VERSION}: {len(VALIDATION_DATASETS['classification'])} classification or "
     f"{len(VALIDATION_DATASETS['regression'])} regression datasets, n_estimators={N_MEMBERS}, context='global', "
-    f"linear_feature='all', random_state=0, seeded 70/30 split, at most {MAX_TRAIN_ROWS:,} training and {MAX_TEST_ROWS} test rows"
+    f"linear_feature='all', linear_basis='linear', random_state=0, seeded 70/30 split, at most {MAX_TRAIN_ROWS:,} training and {MAX_TEST_ROWS} test rows"
 )
 
 
@@ -93,7 +94,7 @@ def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> d
     # protocol stays fixed across sessions, and local members would multiply its time.
     return score_estimator(
         lambda: cls(
-            checkpoint=network, n_estimators=N_MEMBERS, context="global", linear_feature="all", random_state=0, device="cpu"
+            checkpoint=network, n_estimators=N_MEMBERS, context="global", linear_feature="all", linear_basis="linear", random_state=0, device="cpu"
         ),
         task,
         data_dir,

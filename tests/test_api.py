@@ -362,7 +362,7 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
      ("tabfm", {"numeric_transform": "log"}, "numeric_transform"), ("tabfm", {"categorical_transform": "ordinal"}, "categorical_transform"),
      ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows"),
      ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows"),
-     ("tabfm", {"linear_feature": "yes"}, "linear_feature"),
+     ("tabfm", {"linear_feature": "yes"}, "linear_feature"), ("tabfm", {"linear_basis": "spline"}, "linear_basis"),
      ("tabfm", {"local_anchor_rows": 0}, "local_anchor_rows"), ("tabfm", {"local_anchor_rows": "all"}, "local_anchor_rows")],
 )
 def test__create__bad_params__422_names_field(client: Any, frame: pd.DataFrame, kind: str, params: Any, field: str) -> None:
@@ -581,3 +581,15 @@ def test__onnx_export_fails__estimator_serves_and_health_says_so(tmp_path: Path,
         rows = json.loads(features(frame).head(3).to_json(orient="records"))
         assert c.post(f"/v1/models/{r.json()['id']}/predict", json=rows).status_code == 200
         assert c.get("/health").json()["runtimes"] == {"torch": 1}
+
+
+@pytest.mark.parametrize(("task", "given", "expected"),
+                         [("regression", None, "auto"), ("classification", None, "linear"), ("classification", "hinge", "hinge")])
+def test__make_estimator__linear_basis_null_or_omitted__the_library_default_for_the_task(
+    tmp_path: Path, task: str, given: str | None, expected: str
+) -> None:
+    from api.builder import make_estimator, parse_params
+
+    settings = make_settings(tmp_path / "store", tiny_checkpoints(tmp_path))
+    for params in ({"linear_basis": given}, {} if given is None else {"linear_basis": given}):
+        assert make_estimator("tabfm", task, parse_params("tabfm", json.dumps(params)), settings).linear_basis == expected

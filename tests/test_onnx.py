@@ -272,14 +272,16 @@ def test__tabfm_onehot_members__export__equals_torch(task: str, checkpoints: dic
         np.testing.assert_allclose(predictor.predict(data["X_test"]), est.predict(data["X_test"]), rtol=TOL, atol=TOL * float(np.std(data["y_reg"])))
 
 
+@pytest.mark.parametrize("basis", ["linear", "hinge"])
 @pytest.mark.parametrize("task", ["classification", "regression"])
-def test__tabfm_linear_members__export__equals_torch(task: str, checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+def test__tabfm_linear_members__export__equals_torch(task: str, basis: str, checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
     # Members 0 and 2 end in the ridge feature's columns (one-hot members 2 and 3 are wider): the graph
     # recomputes the ridge design from the encoded rows, with missing, unseen and out-of-range cells.
     cls = TabFMClassifier if task == "classification" else TabFMRegressor
-    est = cls(checkpoint=checkpoints[task], n_estimators=4, linear_feature="mixed", context="global", device="cpu")
+    est = cls(checkpoint=checkpoints[task], n_estimators=4, linear_feature="mixed", linear_basis=basis, context="global", device="cpu")
     est.fit(data["X"], data["y_cls"] if task == "classification" else data["y_reg"])
     assert [m.linear for m in est.members_] == [True, False, True, False]
+    assert est.ridge_.hinge_ == (basis == "hinge")
     predictor = OnnxPredictor(est.to_onnx(tmp_path / "linear.onnx"))
     if task == "classification":
         np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)

@@ -9,7 +9,7 @@ from sklearn.linear_model import Ridge
 
 from tabfm import TabFMRegressor
 from tabfm.preprocessing import FIRST_CATEGORY_CODE
-from tabfm.ridge_feature import RidgeFeature, class_targets, table_ridge_columns
+from tabfm.ridge_feature import HINGE_KNOTS, RidgeFeature, class_targets, table_ridge_columns
 
 
 def _table(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -23,9 +23,11 @@ def _table(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return X, y, np.array([False, False, True]), np.array([0, 0, FIRST_CATEGORY_CODE + 3])
 
 
-def test__ridge_feature__leave_one_out__equals_refitting_without_each_row() -> None:
+@pytest.mark.parametrize("basis", ["linear", "hinge"])
+def test__ridge_feature__leave_one_out__equals_refitting_without_each_row(basis: str) -> None:
     X, y, categorical, cardinalities = _table()
-    ridge = RidgeFeature(categorical, cardinalities).fit(X, y)
+    ridge = RidgeFeature(categorical, cardinalities, basis).fit(X, y)
+    assert ridge.hinge_ == (basis == "hinge")
     D, alpha = ridge._scaled(X), ridge.alpha_ * len(X)
     for i in range(len(X)):
         keep = np.arange(len(X)) != i
@@ -49,9 +51,37 @@ def test__ridge_feature__design__missing_unseen_and_wide_categoricals() -> None:
     X4 = np.column_stack([X, wide])
     ridge = RidgeFeature(np.r_[categorical, True], np.r_[cardinalities, FIRST_CATEGORY_CODE + 80]).fit(X4, y)
     # raw + quantile for 2 numeric columns, one missing indicator, 3 levels, none for the wide column
-    assert ridge._design(X4).shape[1] == 2 * 2 + 1 + 3
+    assert ridge._design(X4, hinge=False).shape[1] == 2 * 2 + 1 + 3
+    # hinges: one per knot and numeric column, NaN where the value is missing (the column mean)
+    hinged = ridge._design(X4, hinge=True)
+    assert hinged.shape[1] == 2 * 2 + 1 + 3 + 2 * len(HINGE_KNOTS)
+    assert np.isnan(hinged[np.isnan(X[:, 1]), -len(HINGE_KNOTS):]).all()
     new = np.array([[0.0, np.nan, 1.0, 2.0], [0.0, 1.0, 0.0, 2.0]])  # missing x2, unseen code, missing code
     assert np.all(np.isfinite(ridge.predict(new)))
+
+
+def test__ridge_feature__auto_basis__the_design_with_the_smaller_leave_one_out_error() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 3))
+    categorical, cardinalities = np.zeros(3, dtype=bool), np.zeros(3, dtype=np.int64)
+    curved = np.abs(X[:, 0]) + np.maximum(X[:, 1], 0) + 0.1 * rng.normal(size=200)  # no line fits it
+    for y in (curved, X @ [1.0, -2.0, 0.5] + rng.normal(size=200)):
+        fits = {b: RidgeFeature(categorical, cardinalities, b).fit(X, y) for b in ("linear", "hinge", "auto")}
+        loo = {b: np.mean((r.train_predictions_[:, 0] - y) ** 2) for b, r in fits.items()}
+        assert loo["auto"] == min(loo["linear"], loo["hinge"])
+        assert fits["auto"].hinge_ == (loo["hinge"] < loo["linear"])
+        # the kept design alone makes the predictions: the refit equals them
+        np.testing.assert_allclose(fits["auto"].predict(X[:5]), fits["hinge" if fits["auto"].hinge_ else "linear"].predict(X[:5]))
+    curved_fits = {b: RidgeFeature(categorical, cardinalities, b).fit(X, curved) for b in ("linear", "auto")}
+    assert curved_fits["auto"].hinge_
+    assert np.mean((curved_fits["auto"].train_predictions_[:, 0] - curved) ** 2) < 0.5 * np.mean(
+        (curved_fits["linear"].train_predictions_[:, 0] - curved) ** 2
+    )
+
+
+def test__ridge_feature__unknown_basis__names_it() -> None:
+    with pytest.raises(ValueError, match="basis must be one of 'linear', 'hinge', 'auto'"):
+        RidgeFeature(np.array([False]), np.array([0]), "spline")
 
 
 def test__ridge_feature__nothing_to_regress_on__leave_one_out_mean() -> None:
@@ -84,7 +114,7 @@ def test__table_ridge_columns__a_prior_table__the_columns_the_regressor_builds()
     columns = table_ridge_columns(x, np.array([False, False, True]), targets, split)
 
     frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": pd.Series(x[:, 2]).map({0: "p", 1: "q", 2: "r", 3: "s"})})
-    reg = TabFMRegressor(n_estimators=1, context="global", linear_feature="all").fit(frame[:split], y[:split])
+    reg = TabFMRegressor(n_estimators=1, context="global", linear_feature="all", linear_basis="linear").fit(frame[:split], y[:split])
     X_enc = reg.preprocessor_.transform(frame)
     np.testing.assert_allclose(columns[:split, 0], reg._train_ridge_columns()[:, 0], rtol=1e-5, atol=1e-5)
     # The test rows include the unseen level and the missing one.
