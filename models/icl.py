@@ -32,7 +32,7 @@ M summary length (context rows or inducing points), T tokens in a row (CLS + fea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -92,6 +92,11 @@ class ICLConfig:
         Target-aware column summaries: the training labels are embedded (width ``d_cell``) into
         what each column's inducing points read (:mod:`models.column_embedding`). Off by default
         only so that checkpoints trained without it keep loading; new runs turn it on.
+    n_exact_blocks : int
+        With ``attention.kind="inducing"``, the last ``n_exact_blocks`` in-context blocks attend
+        exactly instead: per-row keys, where a test row can read its nearest training rows
+        (``predict_from_context``'s ``focus_rows``), at their quadratic cost in those blocks only.
+        With ``"full"`` every block is exact anyway.
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -112,6 +117,7 @@ class ICLConfig:
     clip_value: float = 6.0
     position_base: float = 1000.0
     column_labels: bool = False
+    n_exact_blocks: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.attention, dict):
@@ -129,6 +135,10 @@ class ICLConfig:
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by attention.n_heads={self.attention.n_heads}"
             )
+        if not 0 <= self.n_exact_blocks <= self.n_icl_blocks:
+            raise ValueError(
+                f"ICLConfig.n_exact_blocks must be in 0..n_icl_blocks={self.n_icl_blocks}, got n_exact_blocks={self.n_exact_blocks}"
+            )
         if self.d_cell % self.n_cell_heads:
             raise ValueError(
                 f"d_cell={self.d_cell} must be divisible by n_cell_heads={self.n_cell_heads}"
@@ -140,6 +150,16 @@ class ICLConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (the nested attention config as a dict)."""
         return asdict(self)
+
+    @property
+    def focusable_blocks(self) -> int:
+        """How many last in-context blocks attend exactly (and so can focus on chosen rows)."""
+        return self.n_icl_blocks if self.attention.kind == "full" else self.n_exact_blocks
+
+    def block_attention(self, index: int) -> AttentionConfig:
+        """The attention of in-context block ``index``."""
+        exact = index >= self.n_icl_blocks - self.focusable_blocks
+        return replace(self.attention, kind="full") if exact else self.attention
 
 
 @dataclass
@@ -411,8 +431,8 @@ class ICLTransformer(nn.Module):
                 nn.init.zeros_(p)
         self.thinking_rows = nn.Parameter(torch.randn(c.n_thinking_rows, c.d_model))
         self.blocks = nn.ModuleList(
-            ICLBlock(d=c.d_model, d_ffn=c.d_ffn, attention=c.attention, dropout=c.dropout)
-            for _ in range(c.n_icl_blocks)
+            ICLBlock(d=c.d_model, d_ffn=c.d_ffn, attention=c.block_attention(i), dropout=c.dropout)
+            for i in range(c.n_icl_blocks)
         )
         self.norm_out = make_norm(c.d_model)
         self.head = MLPHead(d=c.d_model, d_hidden=c.d_ffn, n_outputs=c.n_outputs, dropout=c.dropout)
@@ -574,10 +594,13 @@ class ICLTransformer(nn.Module):
         if focus_rows is not None:
             if not 0 <= focus_blocks <= len(self.blocks):
                 raise ValueError(f"focus_blocks must be in 0..{len(self.blocks)}, got focus_blocks={focus_blocks}")
-            if self.config.attention.kind != "full":
-                raise ValueError("focus_rows needs exact attention: an inducing summary has no per-row keys")
+            if focus_blocks > self.config.focusable_blocks:
+                raise ValueError(
+                    f"focus_rows needs exact attention in the last focus_blocks={focus_blocks} blocks, but "
+                    f"{self.config.focusable_blocks} attend exactly: an inducing summary has no per-row keys"
+                )
             t = self.config.n_thinking_rows
-            key_mask = torch.zeros(*h.shape[:2], context.keys[0].shape[-2], dtype=torch.bool, device=h.device)
+            key_mask = torch.zeros(*h.shape[:2], context.keys[-1].shape[-2], dtype=torch.bool, device=h.device)
             key_mask[..., :t] = True  # the thinking rows stay readable
             key_mask.scatter_(-1, focus_rows.long() + t, True)
             key_mask = key_mask[:, None]  # (B, 1, R_test, M): the same rows for every head

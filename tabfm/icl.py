@@ -254,8 +254,10 @@ class _TabFMBase(TabularEstimator):
         local = 2 * int(self.local_rows) <= len(self.X_train_) and (
             self.context == "local" or (self.context == "mixed" and paired)
         )
-        # An inducing-point summary has no per-row keys to focus on: such networks stay global.
-        exact = self.network_.config.attention.kind == "full"
+        # An inducing-point summary has no per-row keys to focus on: a network without exact last
+        # blocks to focus in stays global.
+        config = self.network_.config
+        exact = config.focusable_blocks >= min(FOCUS_BLOCKS, config.n_icl_blocks)
         focused = narrower and exact and self.context == "focused" and paired
         # "mixed": members 2, 3, 6, 7, ... are one-hot, so that with the mixed numeric transform
         # raw and quantile inputs each meet both categorical encodings.

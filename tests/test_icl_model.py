@@ -546,3 +546,51 @@ def test_predict_from_context__focus_with_inducing_attention__raises():
     model, context, x_test, rows = _focus_case()
     with pytest.raises(ValueError, match="focus_blocks"):
         model.predict_from_context(context, x_test, focus_rows=rows, focus_blocks=3)
+
+
+def _hybrid_model(n_exact_blocks: int = 1) -> ICLTransformer:
+    """Tiny network with inducing in-context blocks but exact last ``n_exact_blocks``."""
+    torch.manual_seed(0)
+    config = ICLConfig(**{**tiny_config("inducing").to_dict(), "n_exact_blocks": n_exact_blocks})
+    return ICLTransformer(config).eval()
+
+
+def test_icl_config__n_exact_blocks__last_blocks_exact_and_out_of_range_raises():
+    config = ICLConfig(**{**tiny_config("inducing").to_dict(), "n_exact_blocks": 1})
+    assert [config.block_attention(i).kind for i in range(2)] == ["inducing", "full"]
+    assert config.focusable_blocks == 1 and tiny_config("full").focusable_blocks == 2
+    assert ICLConfig(**config.to_dict()) == config  # round-trips through a checkpoint's JSON
+    model = ICLTransformer(config)
+    assert model.blocks[0].attn.inducing is not None and model.blocks[1].attn.inducing is None
+    with pytest.raises(ValueError, match=r"n_exact_blocks must be in 0\.\.n_icl_blocks=2"):
+        ICLConfig(**{**tiny_config("inducing").to_dict(), "n_exact_blocks": 3})
+
+
+def test_predict_from_context__hybrid_network__focuses_in_its_exact_blocks_only():
+    model = _hybrid_model(1)
+    x, y = tiny_batch()
+    context = model.encode_context(x[:, :12], y)
+    x_test = x[:, 12:]
+    every = torch.arange(12).expand(2, 5, 12)
+    torch.testing.assert_close(  # focusing on every row: the exact block reads what it read anyway
+        model.predict_from_context(context, x_test, focus_rows=every, focus_blocks=1),
+        model.predict_from_context(context, x_test),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    few = torch.zeros(2, 5, 3, dtype=torch.long)
+    assert not torch.allclose(
+        model.predict_from_context(context, x_test, focus_rows=few, focus_blocks=1), model.predict_from_context(context, x_test), atol=1e-4
+    )
+    with pytest.raises(ValueError, match="1 attend exactly"):
+        model.predict_from_context(context, x_test, focus_rows=few, focus_blocks=2)
+
+
+def test_hybrid_network__test_rows_independent_and_training_order_invariant():
+    model = _hybrid_model(1)
+    x, y = tiny_batch()
+    out = model(x, y)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model(torch.cat([x[:, perm], x[:, 12:]], dim=1), y[:, perm]), out, atol=1e-5, rtol=1e-5)
+    alone = model(torch.cat([x[:, :12], x[:, 12:13]], dim=1), y)
+    torch.testing.assert_close(alone[:, 0], out[:, 0], atol=1e-5, rtol=1e-5)
