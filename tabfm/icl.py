@@ -254,10 +254,9 @@ class _TabFMBase(TabularEstimator):
         local = 2 * int(self.local_rows) <= len(self.X_train_) and (
             self.context == "local" or (self.context == "mixed" and paired)
         )
-        # An inducing-point summary has no per-row keys to focus on: a network without exact last
-        # blocks to focus in stays global.
-        config = self.network_.config
-        exact = config.focusable_blocks >= min(FOCUS_BLOCKS, config.n_icl_blocks)
+        # An inducing-point summary has no per-row keys to focus on: a network without an exact
+        # last block to focus in stays global.
+        exact = self.network_.config.focusable_blocks > 0
         focused = narrower and exact and self.context == "focused" and paired
         # "mixed": members 2, 3, 6, 7, ... are one-hot, so that with the mixed numeric transform
         # raw and quantile inputs each meet both categorical encodings.
@@ -400,9 +399,9 @@ class _TabFMBase(TabularEstimator):
                 part = slice(start, start + self.batch_size)
                 x, _ = self._member_table(member, X_enc[part], None if ridge is None else ridge[part])
                 focus = {}
-                if member.focused:  # networks with fewer blocks focus all of them
+                if member.focused:  # networks with fewer (exact) blocks focus in all of those
                     rows = torch.as_tensor(neighbours[start : start + self.batch_size], device=self.device_)[None]
-                    focus = {"focus_rows": rows, "focus_blocks": min(FOCUS_BLOCKS, self.network_.config.n_icl_blocks)}
+                    focus = {"focus_rows": rows, "focus_blocks": min(FOCUS_BLOCKS, self.network_.config.focusable_blocks)}
                 logits = self.network_.predict_from_context(context, x, **focus)
                 chunks.append(logits[0].float().cpu().numpy())
             return np.concatenate(chunks, axis=0)

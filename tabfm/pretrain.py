@@ -289,7 +289,7 @@ def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> lis
     chooses so that the network starts out computing what the old one did. A network with fewer
     row-interaction blocks keeps the state's last ones. Other weights the network lacks, or of the
     wrong shape, are an error. Returns the names of the parameters whose optimizer moments no
-    longer apply (new or moved)."""
+    longer apply (new, moved or left behind)."""
     weights, moved = _keep_last_row_blocks(weights, model.config.n_row_blocks)
     own = model.state_dict()
     # Switching a run from inducing to exact in-context attention keeps every projection; only the
@@ -303,7 +303,7 @@ def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> lis
         raise RuntimeError(f"the state holds weights this network lacks: {result.unexpected_keys[:5]}")
     if result.missing_keys:
         logger.warning("new parameters, initialised afresh: %s", ", ".join(result.missing_keys))
-    return list(result.missing_keys) + moved
+    return list(result.missing_keys) + moved + dropped
 
 
 def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:

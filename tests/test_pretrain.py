@@ -425,3 +425,13 @@ def test__score_estimator__constant_predictions__chance_auc_and_zero_r2() -> Non
     assert all(v == pytest.approx(0.5) for v in auc.values())
     r2 = score_estimator(DummyRegressor, "regression", REAL_DATA)
     assert all(-0.2 < v <= 0.0 for v in r2.values())  # the training mean, scored on other rows
+
+
+def test__pretrainer__full_state_onto_exact_last_block__drops_inducing_queries_and_rewarms(tmp_path: Path) -> None:
+    # The full state holds optimizer moments for the inducing queries the exact block no longer has:
+    # they cannot be loaded, so the optimizer warms up again instead.
+    Pretrainer(_config(), tmp_path / "run").train(max_steps=2, progress_bar=False)
+    branch = Pretrainer(_config(model={**TINY_MODEL, "n_exact_blocks": 1}), tmp_path / "run", resume=True)
+    assert branch.model.blocks[0].attn.inducing is None
+    assert branch.resumed_at == 2
+    branch.train(max_steps=3, progress_bar=False)

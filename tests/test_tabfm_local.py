@@ -346,3 +346,25 @@ def test__neighbour_index__query_in_chunks__same_rows(anchors: object) -> None:
     index = NeighbourIndex(np.zeros(3, bool), np.zeros(3, int)).fit(X, 12, anchors=None if anchors is None else np.arange(0, 200, anchors))
     queries = rng.normal(size=(50, 3))
     np.testing.assert_array_equal(index.query(queries, chunk_size=7), index.query(queries))
+
+
+@pytest.mark.parametrize(("n_exact_blocks", "focused", "focus_blocks"), [(0, [False, False], None), (1, [False, True], 1)])
+def test__focused_context__inducing_network__focuses_only_in_its_exact_last_blocks(
+    tmp_path: Path, n_exact_blocks: int, focused: list[bool], focus_blocks: int | None
+) -> None:
+    from models.icl import ICLConfig, ICLTransformer
+    from tabfm.checkpoint import save_checkpoint
+    from tests.test_tabfm import TINY
+
+    torch.manual_seed(0)
+    config = ICLConfig(task="classification", attention={"kind": "inducing", "n_heads": 2, "n_inducing": 4},
+                       n_exact_blocks=n_exact_blocks, **TINY)
+    path = save_checkpoint(tmp_path / "hybrid.safetensors", ICLTransformer(config), dtype=torch.float32)
+    X, y = make_classification(n_samples=150, n_features=5, random_state=1)
+    model = TabFMClassifier(checkpoint=path, n_estimators=2, context="focused", local_rows=25).fit(X[:100], y[:100])
+    assert [m.focused for m in model.members_] == focused
+    calls = []
+    original = model.network_.predict_from_context
+    model.network_.predict_from_context = lambda c, x, **kw: calls.append(kw.get("focus_blocks")) or original(c, x, **kw)
+    model.predict_proba(X[100:])
+    assert set(calls) == ({None} if focus_blocks is None else {None, focus_blocks})
