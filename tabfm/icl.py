@@ -256,8 +256,8 @@ class _TabFMBase(TabularEstimator):
         )
         # An inducing-point summary has no per-row keys to focus on: a network without an exact
         # last block to focus in stays global.
-        exact = self.network_.config.focusable_blocks > 0
-        focused = narrower and exact and self.context == "focused" and paired
+        can_focus = self.network_.config.focusable_blocks > 0
+        focused = narrower and can_focus and self.context == "focused" and paired
         # "mixed": members 2, 3, 6, 7, ... are one-hot, so that with the mixed numeric transform
         # raw and quantile inputs each meet both categorical encodings.
         onehot = self.categorical_transform == "onehot" or (self.categorical_transform == "mixed" and index // 2 % 2 == 1)
@@ -523,8 +523,8 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         their last two in-context blocks each test row reads only its ``local_rows`` nearest
         training rows (:mod:`tabfm.neighbours`), whose representations were still built against
         all of them; the other members are global. It costs one nearest-neighbour search per
-        ``predict`` and masked attention (exact-attention networks only: with inducing-point
-        attention every member is global). With step 17,621 on the 44 classification datasets (3
+        ``predict`` and masked attention, in the network's exact blocks only (with inducing-point
+        attention and no ``n_exact_blocks``, every member is global). With step 17,621 on the 44 classification datasets (3
         seeds, ≤3,000 rows) it raised mean ROC-AUC from 0.9087 (``"global"``) to 0.9131, better
         on 29 and worse on 8 (connect_4 +0.039, wine_quality_white +0.021, tic_tac_toe +0.015;
         health_insurance −0.007, wine_quality_red −0.006)

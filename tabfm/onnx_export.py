@@ -252,7 +252,8 @@ class FeatureEncoderGraph(nn.Module):
 class RidgeGraph(nn.Module):
     """:class:`tabfm.ridge_feature.RidgeFeature` inside the graph: its design columns (clipped raw and
     quantile-normal numeric values, missing indicators, one 0/1 column per known level, hinges of the
-    quantile-normal values when the ridge chose them), standardised, then the fitted linear map. Computes in float64, as the estimator does.
+    quantile-normal values when the ridge kept them), standardised, then the fitted linear map.
+    Computes in float64, as the estimator does.
 
     Shape: ``X (R, F)`` float32 -> ``(R, t)`` float32.
     """
@@ -268,7 +269,7 @@ class RidgeGraph(nn.Module):
             self.register_buffer("high", torch.as_tensor(ridge.high_, dtype=torch.float64))
             self.quantile = QuantileNormal(ridge.quantile_.quantiles_, ridge.quantile_.references_)
             self.register_buffer("missing_idx", torch.as_tensor(np.flatnonzero(ridge.has_missing_), dtype=torch.int64))
-        self.hinge = bool(getattr(ridge, "hinge_", False)) and self.has_num
+        self.hinge = bool(ridge.hinge_) and self.has_num
         self.register_buffer("knots", torch.as_tensor(HINGE_KNOTS, dtype=torch.float64))
         source, codes = [], []
         for column, levels in zip(np.flatnonzero(categorical), ridge.levels_, strict=True):
