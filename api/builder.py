@@ -68,8 +68,9 @@ def make_estimator(kind: str, task: str, params: dict[str, Any], settings: Setti
         # test row's neighbours (torch only).
         for name in ("context", "local_anchor_rows"):
             params.setdefault(name, PARAMS[kind].model_fields[name].default)
-        if params.get("linear_basis", "") is None:  # null: the library's default for the task
-            del params["linear_basis"]
+        for name in ("linear_basis", "local_metric"):
+            if params.get(name, "") is None:  # null: the library's default for the task
+                del params[name]
     else:
         params["max_epochs"] = min(int(params.get("max_epochs", 100)), settings.max_epochs)
         limit = params.get("time_limit")

@@ -75,6 +75,12 @@ class TabFMParams(_Params):
         description="null: each test row's local context is its own nearest rows; n: one training row in n is an "
         "anchor and test rows read their nearest anchor's neighbourhood (faster, less accurate)",
     )
+    local_metric: Literal["relevance", "uniform"] | None = Field(
+        None,
+        description="how the search for those nearest rows weighs the columns: by how much of the target each "
+        "explains on its own ('relevance') or all alike ('uniform'); omitted: the library's default, "
+        "'relevance' for regression and 'uniform' for classification",
+    )
 
 
 class _TrainedParams(_Params):

@@ -121,7 +121,8 @@ def load_estimator(path: str | Path, device: str = "auto") -> Any:
             f"(format={document.get('format')!r}, version={document.get('format_version')!r})"
         )
     cls = _estimator_class(document["class"])
-    params = dict(document["params"])
+    # Options added since the model was saved take the value that reproduces it, not today's default.
+    params = {**getattr(cls, "_options_before", {}), **document["params"]}
     params["device"] = device
     estimator = cls(**{k: v for k, v in params.items() if k in cls._get_param_names()})
     estimator.preprocessor_ = TablePreprocessor.from_dict(

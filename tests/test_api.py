@@ -363,7 +363,8 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
      ("tabfm", {"max_context_rows": 20_000}, "max_context_rows"), ("tabfm", {"max_context_rows": None}, "max_context_rows"),
      ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows"),
      ("tabfm", {"linear_feature": "yes"}, "linear_feature"), ("tabfm", {"linear_basis": "spline"}, "linear_basis"),
-     ("tabfm", {"local_anchor_rows": 0}, "local_anchor_rows"), ("tabfm", {"local_anchor_rows": "all"}, "local_anchor_rows")],
+     ("tabfm", {"local_anchor_rows": 0}, "local_anchor_rows"), ("tabfm", {"local_anchor_rows": "all"}, "local_anchor_rows"),
+     ("tabfm", {"local_metric": "cosine"}, "local_metric")],
 )
 def test__create__bad_params__422_names_field(client: Any, frame: pd.DataFrame, kind: str, params: Any, field: str) -> None:
     r = client.post("/v1/models", params={"target": "label", "kind": kind, "params": json.dumps(params)},
@@ -583,13 +584,16 @@ def test__onnx_export_fails__estimator_serves_and_health_says_so(tmp_path: Path,
         assert c.get("/health").json()["runtimes"] == {"torch": 1}
 
 
-@pytest.mark.parametrize(("task", "given", "expected"),
-                         [("regression", None, "auto"), ("classification", None, "linear"), ("classification", "hinge", "hinge")])
-def test__make_estimator__linear_basis_null_or_omitted__the_library_default_for_the_task(
-    tmp_path: Path, task: str, given: str | None, expected: str
+@pytest.mark.parametrize(("name", "task", "given", "expected"),
+                         [("linear_basis", "regression", None, "auto"), ("linear_basis", "classification", None, "linear"),
+                          ("linear_basis", "classification", "hinge", "hinge"),
+                          ("local_metric", "regression", None, "relevance"), ("local_metric", "classification", None, "uniform"),
+                          ("local_metric", "regression", "uniform", "uniform")])
+def test__make_estimator__null_or_omitted_option__the_library_default_for_the_task(
+    tmp_path: Path, name: str, task: str, given: str | None, expected: str
 ) -> None:
     from api.builder import make_estimator, parse_params
 
     settings = make_settings(tmp_path / "store", tiny_checkpoints(tmp_path))
-    for params in ({"linear_basis": given}, {} if given is None else {"linear_basis": given}):
-        assert make_estimator("tabfm", task, parse_params("tabfm", json.dumps(params)), settings).linear_basis == expected
+    for params in ({name: given}, {} if given is None else {name: given}):
+        assert getattr(make_estimator("tabfm", task, parse_params("tabfm", json.dumps(params)), settings), name) == expected

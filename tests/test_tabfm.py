@@ -6,6 +6,7 @@ untrained network keeps every test fast while exercising the real code paths.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -257,6 +258,23 @@ def test__regressor__save_load__identical_predictions(reg_ckpt: Path, tmp_path: 
     model = TabFMRegressor(checkpoint=reg_ckpt, n_estimators=2).fit(X, y)
     loaded = TabFMRegressor.load(model.save(tmp_path / "reg"), device="cpu")
     np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-6)
+
+
+def test__regressor__saved_before_an_option_existed__loads_with_the_old_behaviour(reg_ckpt: Path, tmp_path: Path) -> None:
+    X, y = make_regression(n_samples=300, n_features=6, n_informative=2, random_state=2)
+    old = TabFMRegressor(checkpoint=reg_ckpt, n_estimators=2, local_rows=16, linear_basis="linear", local_metric="uniform").fit(X, y)
+    path = old.save(tmp_path / "old")
+    meta = path / "estimator.json"
+    document = json.loads(meta.read_text())
+    for name in ("linear_basis", "local_metric"):  # as written by a version without these options
+        del document["params"][name]
+    meta.write_text(json.dumps(document))
+    loaded = TabFMRegressor.load(path, device="cpu")
+    assert (loaded.linear_basis, loaded.local_metric) == ("linear", "uniform")
+    tolerance = 1e-5 * np.std(y)  # float32 noise only; today's defaults move predictions far more
+    np.testing.assert_allclose(loaded.predict(X), old.predict(X), rtol=0, atol=tolerance)
+    today = TabFMRegressor(checkpoint=reg_ckpt, n_estimators=2, local_rows=16).fit(X, y).predict(X)
+    assert np.abs(today - old.predict(X)).max() > 100 * tolerance
 
 
 @pytest.mark.parametrize(("transform", "expected"), [("none", [False] * 4), ("mixed", [False, True, False, True]), ("quantile", [True] * 4)])
