@@ -136,6 +136,13 @@ def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> N
         raise TabFMValidationError(f"{name} must be {kind}, however: {name}={value!r}")
 
 
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise TabFMValidationError(
+            f"{name} must be one of {', '.join(map(repr, allowed))}, however: {name}={value!r}"
+        )
+
+
 def _query_tables(owner: np.ndarray, max_queries: int) -> list[tuple[int, np.ndarray]]:
     """Group test rows by the context they read: ``(context index, row indices)`` pairs of at most
     ``max_queries`` rows, largest first, so that batching pads little."""
@@ -179,35 +186,15 @@ class _TabFMBase(TabularEstimator):
             raise TabFMValidationError(
                 f"softmax_temperature must be a positive number, however: softmax_temperature={self.softmax_temperature!r}"
             )
-        if self.numeric_transform not in NUMERIC_TRANSFORMS:
-            raise TabFMValidationError(
-                f"numeric_transform must be one of {', '.join(map(repr, NUMERIC_TRANSFORMS))}, "
-                f"however: numeric_transform={self.numeric_transform!r}"
-            )
-        if self.categorical_transform not in CATEGORICAL_TRANSFORMS:
-            raise TabFMValidationError(
-                f"categorical_transform must be one of {', '.join(map(repr, CATEGORICAL_TRANSFORMS))}, "
-                f"however: categorical_transform={self.categorical_transform!r}"
-            )
-        if self.context not in CONTEXTS:
-            raise TabFMValidationError(
-                f"context must be one of {', '.join(map(repr, CONTEXTS))}, however: context={self.context!r}"
-            )
-        if self.linear_feature not in LINEAR_FEATURES:
-            raise TabFMValidationError(
-                f"linear_feature must be one of {', '.join(map(repr, LINEAR_FEATURES))}, "
-                f"however: linear_feature={self.linear_feature!r}"
-            )
-        if self.linear_basis not in LINEAR_BASES:
-            raise TabFMValidationError(
-                f"linear_basis must be one of {', '.join(map(repr, LINEAR_BASES))}, "
-                f"however: linear_basis={self.linear_basis!r}"
-            )
-        if self.local_metric not in LOCAL_METRICS:
-            raise TabFMValidationError(
-                f"local_metric must be one of {', '.join(map(repr, LOCAL_METRICS))}, "
-                f"however: local_metric={self.local_metric!r}"
-            )
+        for name, allowed in (
+            ("numeric_transform", NUMERIC_TRANSFORMS),
+            ("categorical_transform", CATEGORICAL_TRANSFORMS),
+            ("context", CONTEXTS),
+            ("linear_feature", LINEAR_FEATURES),
+            ("linear_basis", LINEAR_BASES),
+            ("local_metric", LOCAL_METRICS),
+        ):
+            _check_choice(name, getattr(self, name), allowed)
         _check_positive_int("local_rows", self.local_rows)
         _check_positive_int("local_anchor_rows", self.local_anchor_rows, allow_none=True)
         self.network_ = self._load_network()
@@ -292,9 +279,10 @@ class _TabFMBase(TabularEstimator):
         """``(n, t)`` targets of the ridge feature; None: no ridge feature for this task."""
         raise NotImplementedError
 
-    def _relevance_targets(self) -> np.ndarray:
-        """``(n, t)`` targets whose relevance weighs the columns of the neighbour search."""
-        raise NotImplementedError
+    def _relevance_targets(self) -> np.ndarray | None:
+        """``(n, t)`` targets whose relevance weighs the columns of the neighbour search (by
+        default the ridge's); None: all columns alike."""
+        return self._ridge_targets()
 
     def _class_map(self, index: int, rng: np.random.Generator) -> np.ndarray | None:
         return None
@@ -891,11 +879,7 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         self.random_state = random_state
 
     def _fit_encoded(self, X_enc: np.ndarray, y_enc: np.ndarray, rng: np.random.Generator) -> None:
-        if self.target_transform not in TARGET_TRANSFORMS:
-            raise TabFMValidationError(
-                f"target_transform must be one of {', '.join(map(repr, TARGET_TRANSFORMS))}, "
-                f"however: target_transform={self.target_transform!r}"
-            )
+        _check_choice("target_transform", self.target_transform, TARGET_TRANSFORMS)
         self.y_mean_ = float(np.mean(y_enc))
         self.y_std_ = float(np.std(y_enc)) or 1.0
         self.target_quantiles_ = TargetQuantiles().fit(y_enc) if self.target_transform != "none" else None
@@ -917,9 +901,6 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         return self._member_targets(member).astype(np.float32)
 
     def _ridge_targets(self) -> np.ndarray | None:
-        return self._standardised_targets()[:, None]
-
-    def _relevance_targets(self) -> np.ndarray:
         return self._standardised_targets()[:, None]
 
     def _target_state(self) -> dict[str, Any]:

@@ -41,9 +41,9 @@ def relevance_weights(points: np.ndarray, targets: np.ndarray, bins: int = RELEV
     y = y - y.mean(0)
     scale = y.std(0)
     y = y[:, scale > 0] / scale[scale > 0]
-    eta = np.zeros(d)
     if n < 2 or y.shape[1] == 0:
         return np.ones(d)
+    eta = np.zeros(d)
     for c in range(d):
         values, group = np.unique(points[:, c], return_inverse=True)
         if len(values) > bins:
