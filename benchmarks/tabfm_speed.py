@@ -3,15 +3,19 @@
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
         [--n-estimators 1,2,8] [--contexts global,mixed,local] [--anchor-rows 4,16]
         [--linear-features none] [--architectures '{"attention": {"kind": "inducing"}, "n_estimators": 2}']
+        [--members-in-turn]
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
-``repeats`` runs and the ratio to LightGBM's. TabFM runs with each ensemble size of
+``repeats`` rounds (each round times every candidate once, so that a drift of the shared machine
+falls on all of them alike) and the ratio to LightGBM's. TabFM runs with each ensemble size of
 ``--n-estimators`` and with its default ensemble, using the shipped checkpoint (what the sizes
 cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``), then the default ensemble with
 each other ``context`` of ``--contexts`` (local members run one table per test row), and, for
 ``"local"`` and ``"mixed"``, with each ``local_anchor_rows`` of ``--anchor-rows`` (one table per
 anchor in use), and with each other ``linear_feature`` of ``--linear-features`` (what the ridge
-columns cost).
+columns cost). ``--members-in-turn`` adds the default ensemble (and each architecture) with its
+members run one after another on all threads, beside the estimator's own schedule (members side
+by side, one thread each: :func:`tabfm.device.map_on_threads`).
 
 Each TabFM row also gives the network's work, counted in one extra untimed run
 (:class:`benchmarks.flop_count.FlopCount`: matrix products and attention), and the rate it ran at;
@@ -36,26 +40,60 @@ from dataclasses import fields
 from pathlib import Path
 
 
-def _time(make, X_train, y_train, X_test, repeats: int) -> tuple[float, float]:
-    fits, predicts = [], []
+def _time(candidates: dict, X_train, y_train, X_test, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (fit s, predict s) of each candidate, timed in interleaved rounds (every candidate
+    once per round), so that drifts of the shared machine fall on all of them alike."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in candidates}
     for _ in range(repeats):
-        model = make()
-        t0 = time.perf_counter()
-        model.fit(X_train, y_train)
-        t1 = time.perf_counter()
-        model.predict_proba(X_test)
-        t2 = time.perf_counter()
-        fits.append(t1 - t0)
-        predicts.append(t2 - t1)
-    return statistics.median(fits), statistics.median(predicts)
+        for name, make in candidates.items():
+            model = make()
+            t0 = time.perf_counter()
+            model.fit(X_train, y_train)
+            t1 = time.perf_counter()
+            model.predict_proba(X_test)
+            t2 = time.perf_counter()
+            times[name].append((t1 - t0, t2 - t1))
+    return {
+        name: (statistics.median(t[0] for t in runs), statistics.median(t[1] for t in runs))
+        for name, runs in times.items()
+    }
+
+
+class _MembersInTurn:
+    """An estimator whose ensemble members run one after another, each on all threads (instead of
+    side by side on one thread each: :func:`tabfm.device.map_on_threads`)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    @staticmethod
+    def _in_turn(fn, n, device):
+        import torch
+
+        with torch.inference_mode():
+            return [fn(i) for i in range(n)]
+
+    def fit(self, X, y):
+        from unittest import mock
+
+        with mock.patch("tabfm.icl.map_on_threads", self._in_turn):
+            self.model.fit(X, y)
+        return self
+
+    def predict_proba(self, X):
+        from unittest import mock
+
+        with mock.patch("tabfm.icl.map_on_threads", self._in_turn):
+            return self.model.predict_proba(X)
 
 
 def _gflop(make, X_train, y_train, X_test) -> tuple[float, float]:
-    """GFLOP of one fit + predict, and the share of it spent in attention."""
+    """GFLOP of one fit + predict, and the share of it spent in attention. The members run in turn
+    here: the counter sees the ops of its own thread only."""
     from benchmarks.flop_count import FlopCount
 
     with FlopCount() as count:
-        make().fit(X_train, y_train).predict_proba(X_test)
+        _MembersInTurn(make()).fit(X_train, y_train).predict_proba(X_test)
     return count.total / 1e9, count.attention / max(count.total, 1)
 
 
@@ -177,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         help="semicolon-separated JSON overrides of the shipped network, timed untrained "
         '(e.g. \'{"attention": {"kind": "inducing"}, "n_estimators": 2}\')',
     )
+    parser.add_argument(
+        "--members-in-turn",
+        action="store_true",
+        help="also time the default ensemble (and each architecture) with its members run one "
+        "after another on all threads, instead of side by side on one thread each",
+    )
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
 
@@ -228,22 +272,19 @@ def main(argv: list[str] | None = None) -> int:
         candidates[f"untrained {label} (n_estimators={n})"] = lambda net=network, n=n: TabFMClassifier(
             n_estimators=n, checkpoint=net, device="cpu"
         )
-    _time(
-        lambda: TabFMClassifier(n_estimators=1, device="cpu"),
-        X_train[:50],
-        y_train[:50],
-        X_test[:50],
-        1,
-    )  # warm-up
-    rows = {
-        name: _time(make, X_train, y_train, X_test, args.repeats)
-        for name, make in candidates.items()
-    }
+    if args.members_in_turn:
+        for name in [n for n in candidates if n.startswith(("tabfm (default", "untrained"))]:
+            candidates[f"{name}, members in turn"] = lambda make=candidates[name]: _MembersInTurn(make())
+    _time(candidates, X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
+    rows = _time(candidates, X_train, y_train, X_test, args.repeats)
     work = {
         name: _gflop(make, X_train, y_train, X_test)
         for name, make in candidates.items()
-        if name != "lightgbm"
+        if name != "lightgbm" and not name.endswith("members in turn")
     }
+    for name in rows:  # the same work as the side-by-side run
+        if name.endswith(", members in turn"):
+            work[name] = work[name.removesuffix(", members in turn")]
     base = sum(rows["lightgbm"])
     nan = (float("nan"), float("nan"))
     table = pd.DataFrame(

@@ -1,10 +1,16 @@
-"""Device choice shared by every estimator and by pretraining."""
+"""Device choice shared by every estimator and by pretraining, and how work is spread over CPU threads."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
 from tabfm.errors import TabFMValidationError
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -26,3 +32,30 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             f"device={device!r} was asked for but no CUDA GPU is visible; use device='auto' or 'cpu'"
         )
     return resolved
+
+
+def map_on_threads(fn: Callable[[int], T], n: int, device: torch.device) -> list[T]:
+    """``[fn(0), ..., fn(n - 1)]``, the calls spread over the CPU threads when that is faster.
+
+    Ensemble members are many small, independent networks: on the CPU each op is short, so two
+    threads inside one op gain little, while two members at once, one thread each, keep both cores
+    busy (1,000 x 1,000 rows x 20 features, 4 members on 2 cores: ``benchmarks/results/
+    tabfm_speed_threads.md``). So when torch has at least 2 but no more threads than there are
+    calls, each runs on a thread of its own with one intra-op thread, and the count is restored
+    afterwards. Otherwise (one thread, more threads than calls, or a GPU) the calls run in turn.
+    Every call runs in inference mode: it is thread-local, so the workers set it themselves.
+    """
+
+    def call(i: int) -> T:
+        with torch.inference_mode():
+            return fn(i)
+
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or n < 2 or not 2 <= threads <= n:
+        return [call(i) for i in range(n)]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(call, range(n)))
+    finally:
+        torch.set_num_threads(threads)

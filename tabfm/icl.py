@@ -29,6 +29,7 @@ import torch
 from models.icl import ICLContext, ICLTransformer
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
 from tabfm.checkpoint import network_from_state, read_card, shared_network, shipped_checkpoint
+from tabfm.device import map_on_threads
 from tabfm.errors import TabFMValidationError
 from tabfm.neighbours import NeighbourIndex
 from tabfm.preprocessing import FIRST_CATEGORY_CODE, NumericScaler, TargetQuantiles
@@ -335,7 +336,6 @@ class _TabFMBase(TabularEstimator):
     def _prepare_contexts(self) -> None:
         """Global members: a summary of all training rows each. Local and focused members: a
         neighbour index."""
-        self.contexts_: list[ICLContext | None] = []
         self.neighbour_index_ = None
         targets = self._ridge_targets() if any(m.linear for m in self.members_) else None
         self.ridge_ = None
@@ -351,15 +351,16 @@ class _TabFMBase(TabularEstimator):
             ).fit(self.X_train_, int(self.local_rows), anchors=self.local_anchors_, targets=relevance)
         self._encode_contexts()
 
-    @torch.inference_mode()
     def _encode_contexts(self) -> None:
-        for member in self.members_:
-            if member.local:
-                self.contexts_.append(None)
-                continue
-            x, cat = self._member_table(member, self.X_train_, self._train_ridge_columns())
-            y = torch.as_tensor(self._train_targets(member), dtype=torch.float32, device=self.device_)[None]
-            self.contexts_.append(self.network_.encode_context(x, y, categorical=cat))
+        self.contexts_ = map_on_threads(self._encode_context, len(self.members_), self.device_)
+
+    def _encode_context(self, member_index: int) -> ICLContext | None:
+        member = self.members_[member_index]
+        if member.local:
+            return None
+        x, cat = self._member_table(member, self.X_train_, self._train_ridge_columns())
+        y = torch.as_tensor(self._train_targets(member), dtype=torch.float32, device=self.device_)[None]
+        return self.network_.encode_context(x, y, categorical=cat)
 
     # -- predict --------------------------------------------------------------------------------
 
@@ -373,6 +374,15 @@ class _TabFMBase(TabularEstimator):
     def _context_targets(self, member: Member, neighbours: np.ndarray) -> np.ndarray:
         """The member's training targets of each row's local context, ``(n, k)``."""
         return self._train_targets(member)[neighbours]
+
+    def _all_member_logits(self, X_enc: np.ndarray, neighbours: np.ndarray | None = None) -> list[np.ndarray]:
+        """Every member's :meth:`_member_logits` of the rows, their :meth:`_neighbours` (unless
+        given) and ridge columns computed once for all."""
+        neighbours = self._neighbours(X_enc) if neighbours is None else neighbours
+        ridge = self._ridge_columns(X_enc)
+        return map_on_threads(
+            lambda i: self._member_logits(i, X_enc, neighbours, ridge), len(self.members_), self.device_
+        )
 
     @torch.inference_mode()
     def _member_logits(
@@ -683,9 +693,7 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         n_out = self.network_.config.n_outputs
         grouped = self.n_classes_ > n_out
         total = np.zeros((len(X_enc), self.n_classes_))
-        neighbours, ridge = self._neighbours(X_enc), self._ridge_columns(X_enc)
-        for i, member in enumerate(self.members_):
-            logits = self._member_logits(i, X_enc, neighbours, ridge)
+        for member, logits in zip(self.members_, self._all_member_logits(X_enc), strict=True):
             used = int(member.class_map.max()) + 1  # outputs this member's context can produce
             logits = logits[:, :used] / self.softmax_temperature
             log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
@@ -931,12 +939,12 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
         return ((z - shift[:, None]) / scale[:, None]).astype(np.float32)
 
     def _member_distributions(self, X_enc: np.ndarray) -> list[_MemberDistribution]:
-        neighbours, ridge = self._neighbours(X_enc), self._ridge_columns(X_enc)
+        neighbours = self._neighbours(X_enc)
         affine: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
         warp = _QuantileWarp(self.target_quantiles_, self.y_mean_, self.y_std_) if self.target_quantiles_ is not None else None
         out = []
-        for i, member in enumerate(self.members_):
-            logits = torch.as_tensor(self._member_logits(i, X_enc, neighbours, ridge)).double() / self.softmax_temperature
+        for member, member_logits in zip(self.members_, self._all_member_logits(X_enc, neighbours), strict=True):
+            logits = torch.as_tensor(member_logits).double() / self.softmax_temperature
             shift, scale = 0.0, 1.0  # global and focused members bin the member's own global scale
             if member.local:
                 kind = member.target_quantile

@@ -188,3 +188,25 @@ def test__sklearn_contract__base__all_checks_pass() -> None:
     for estimator in (MeanClassifier(), MeanRegressor()):
         failed = [r for r in check_estimator(estimator, on_fail=None) if r["status"] == "failed"]
         assert failed == [], [(r["check_name"], str(r["exception"])[:200]) for r in failed]
+
+
+def test__map_on_threads__in_order_inference_mode_and_thread_count_restored() -> None:
+    from tabfm.device import map_on_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = []
+
+        def work(i: int) -> int:
+            seen.append((torch.get_num_threads(), torch.is_inference_mode_enabled()))
+            return i * i
+
+        assert map_on_threads(work, 4, torch.device("cpu")) == [0, 1, 4, 9]
+        assert seen == [(1, True)] * 4  # one intra-op thread each, in inference mode
+        assert torch.get_num_threads() == 2
+        seen.clear()
+        assert map_on_threads(work, 1, torch.device("cpu")) == [0]  # a single call keeps both threads
+        assert seen == [(2, True)]
+    finally:
+        torch.set_num_threads(before)

@@ -77,6 +77,26 @@ def test__classifier__test_rows__independent_of_each_other(cls_ckpt: Path, table
     np.testing.assert_allclose(subset, full[::3], atol=1e-5)
 
 
+
+@pytest.mark.parametrize("cls", [TabFMClassifier, TabFMRegressor])
+def test__members_on_threads__same_predictions_as_in_turn(cls: type, cls_ckpt: Path, reg_ckpt: Path, table: Any) -> None:
+    # With 2 torch threads and 4 members, members run two at a time on one thread each; with
+    # one thread they run in turn. Both must give the same predictions, and the count survives.
+    X, y = table
+    y = y if cls is TabFMClassifier else X["x1"].to_numpy() * 2.0
+    ckpt = cls_ckpt if cls is TabFMClassifier else reg_ckpt
+    before = torch.get_num_threads()
+    try:
+        out = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = cls(checkpoint=ckpt, n_estimators=4).fit(X[:90], y[:90])
+            out[threads] = model.predict_proba(X[90:]) if cls is TabFMClassifier else model.predict(X[90:])
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(out[2], out[1], rtol=1e-6, atol=1e-6)
+
 @pytest.mark.parametrize("kind", ["inducing", "full"])
 def test__classifier__training_rows_permuted__same_predictions(tmp_path: Path, table: Any, kind: str) -> None:
     """Invariance to the order of training rows, for both attention kinds through the estimator."""
