@@ -34,11 +34,13 @@ TINY_ICL = {
 PER_DATASET = {"max_epochs": 2, "random_state": 0, "device": "cpu"}
 
 
-def _tiny_checkpoint(directory: Path, task: str, n_outputs: int, kind: str = "inducing", length_scale_ref: int | None = None) -> Path:
+def _tiny_checkpoint(
+    directory: Path, task: str, n_outputs: int, kind: str = "inducing", length_scale_ref: int | None = None, n_exact_blocks: int = 0
+) -> Path:
     torch.manual_seed(0)
     attention = {"kind": kind, "n_heads": 2, "n_inducing": 4, "length_scale_ref": length_scale_ref}
-    config = ICLConfig(task=task, n_outputs=n_outputs, attention=attention, **TINY_ICL)
-    name = f"tiny-{task}-{n_outputs}-{kind}-{length_scale_ref}.safetensors"
+    config = ICLConfig(task=task, n_outputs=n_outputs, attention=attention, n_exact_blocks=n_exact_blocks, **TINY_ICL)
+    name = f"tiny-{task}-{n_outputs}-{kind}-{length_scale_ref}-{n_exact_blocks}.safetensors"
     return save_checkpoint(directory / name, ICLTransformer(config), dtype=torch.float32)
 
 
@@ -49,6 +51,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "classification": _tiny_checkpoint(directory, "classification", 10),
         "classification-3": _tiny_checkpoint(directory, "classification", 3),
         "classification-full": _tiny_checkpoint(directory, "classification", 10, kind="full"),
+        # Inducing blocks with an exact last one.
+        "classification-hybrid": _tiny_checkpoint(directory, "classification", 10, n_exact_blocks=1),
         # 160 training rows + 2 thinking rows > 16: the scalable softmax is active.
         "classification-full-scaled": _tiny_checkpoint(directory, "classification", 10, kind="full", length_scale_ref=16),
         "regression-scaled": _tiny_checkpoint(directory, "regression", 16, length_scale_ref=16),
@@ -233,8 +237,8 @@ def test__tabfm_classifier__more_classes_than_outputs__equals_torch(checkpoints:
     np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["classification-full", "classification-full-scaled"])
-def test__tabfm_full_attention__export__equals_torch(name: str, checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["classification-full", "classification-full-scaled", "classification-hybrid"])
+def test__tabfm_exact_blocks__export__equals_torch(name: str, checkpoints: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
     est = TabFMClassifier(checkpoint=checkpoints[name], n_estimators=2, context="global", device="cpu").fit(data["X"], data["y_cls"])
     predictor = OnnxPredictor(est.to_onnx(tmp_path / "full.onnx"))
     np.testing.assert_allclose(predictor.predict_proba(data["X_test"]), est.predict_proba(data["X_test"]), atol=TOL, rtol=0)
