@@ -43,10 +43,10 @@ def map_on_threads(fn: Callable[[int], T], n: int, device: torch.device) -> list
     tabfm_speed_threads.md``). So when torch has at least 2 but no more threads than there are
     calls, each runs on a thread of its own with one intra-op thread, and the count is restored
     afterwards. Otherwise (one thread, more threads than calls, or a GPU) the calls run in turn.
-    The count is process-wide: meanwhile, other torch work in the process runs on one thread (and
-    a concurrent call sees 1 and runs its members in turn). Each member gives the same numbers
-    either way, as it runs on one intra-op thread in both cases. Every call runs in inference
-    mode: it is thread-local, so the workers set it themselves.
+    The count is process-wide: meanwhile, other torch work in the process runs on one thread, and
+    a concurrent call sees 1 and runs its members in turn, each on one thread as here (so with the
+    same numbers). Every call runs in inference mode: it is thread-local, so the workers set it
+    themselves.
     """
 
     def call(i: int) -> T:
