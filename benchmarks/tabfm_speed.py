@@ -59,6 +59,9 @@ def _time(candidates: dict, X_train, y_train, X_test, repeats: int) -> dict[str,
     }
 
 
+IN_TURN = ", members in turn"  # suffix of the candidates timed with their members in turn
+
+
 class _MembersInTurn:
     """An estimator whose ensemble members run one after another, each on all threads (instead of
     side by side on one thread each: :func:`tabfm.device.map_on_threads`)."""
@@ -67,23 +70,20 @@ class _MembersInTurn:
         self.model = model
 
     @staticmethod
-    def _in_turn(fn, n, device):
-        import torch
-
-        with torch.inference_mode():
-            return [fn(i) for i in range(n)]
-
-    def fit(self, X, y):
+    def _in_turn():
         from unittest import mock
 
-        with mock.patch("tabfm.icl.map_on_threads", self._in_turn):
+        from tabfm.device import map_in_turn
+
+        return mock.patch("tabfm.icl.map_on_threads", lambda fn, n, device: map_in_turn(fn, n))
+
+    def fit(self, X, y):
+        with self._in_turn():
             self.model.fit(X, y)
         return self
 
     def predict_proba(self, X):
-        from unittest import mock
-
-        with mock.patch("tabfm.icl.map_on_threads", self._in_turn):
+        with self._in_turn():
             return self.model.predict_proba(X)
 
 
@@ -274,17 +274,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.members_in_turn:
         for name in [n for n in candidates if n.startswith(("tabfm (default", "untrained"))]:
-            candidates[f"{name}, members in turn"] = lambda make=candidates[name]: _MembersInTurn(make())
+            candidates[name + IN_TURN] = lambda make=candidates[name]: _MembersInTurn(make())
     _time(candidates, X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
     rows = _time(candidates, X_train, y_train, X_test, args.repeats)
     work = {
         name: _gflop(make, X_train, y_train, X_test)
         for name, make in candidates.items()
-        if name != "lightgbm" and not name.endswith("members in turn")
+        if name != "lightgbm" and not name.endswith(IN_TURN)
     }
     for name in rows:  # the same work as the side-by-side run
-        if name.endswith(", members in turn"):
-            work[name] = work[name.removesuffix(", members in turn")]
+        if name.endswith(IN_TURN):
+            work[name] = work[name.removesuffix(IN_TURN)]
     base = sum(rows["lightgbm"])
     nan = (float("nan"), float("nan"))
     table = pd.DataFrame(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 import torch
@@ -48,17 +49,22 @@ def map_on_threads(fn: Callable[[int], T], n: int, device: torch.device) -> list
     same numbers). Every call runs in inference mode: it is thread-local, so the workers set it
     themselves.
     """
-
-    def call(i: int) -> T:
-        with torch.inference_mode():
-            return fn(i)
-
     threads = torch.get_num_threads()
     if device.type != "cpu" or n < 2 or not 2 <= threads <= n:
-        return [call(i) for i in range(n)]
+        return map_in_turn(fn, n)
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            return list(pool.map(call, range(n)))
+            return list(pool.map(partial(_call_inference_mode, fn), range(n)))
     finally:
         torch.set_num_threads(threads)
+
+
+def map_in_turn(fn: Callable[[int], T], n: int) -> list[T]:
+    """``[fn(0), ..., fn(n - 1)]`` one after another on the calling thread, in inference mode."""
+    return [_call_inference_mode(fn, i) for i in range(n)]
+
+
+def _call_inference_mode(fn: Callable[[int], T], i: int) -> T:
+    with torch.inference_mode():
+        return fn(i)

@@ -77,7 +77,6 @@ def test__classifier__test_rows__independent_of_each_other(cls_ckpt: Path, table
     np.testing.assert_allclose(subset, full[::3], atol=1e-5)
 
 
-
 @pytest.mark.parametrize("cls", [TabFMClassifier, TabFMRegressor])
 def test__members_on_threads__same_predictions_as_in_turn(cls: type, cls_ckpt: Path, reg_ckpt: Path, table: Any) -> None:
     # With 2 torch threads and 4 members, members run two at a time on one thread each; with
@@ -96,6 +95,7 @@ def test__members_on_threads__same_predictions_as_in_turn(cls: type, cls_ckpt: P
     finally:
         torch.set_num_threads(before)
     np.testing.assert_allclose(out[2], out[1], rtol=1e-6, atol=1e-6)
+
 
 @pytest.mark.parametrize("kind", ["inducing", "full"])
 def test__classifier__training_rows_permuted__same_predictions(tmp_path: Path, table: Any, kind: str) -> None:
