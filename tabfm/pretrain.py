@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from models.icl import ICLConfig, ICLTransformer
 from priors import BatchStream, PriorBatch
-from tabfm.checkpoint import card_path, load_checkpoint, save_checkpoint
+from tabfm.checkpoint import card_path, load_checkpoint, save_checkpoint, shipped_checkpoint
 from tabfm.device import resolve_device
 from tabfm.ridge_feature import class_targets, table_ridge_columns
 from tabfm.validation import PROTOCOL as VALIDATION_PROTOCOL
@@ -100,11 +100,20 @@ class PretrainConfig:
     # leave-one-out predictions on its training rows, the full fit on its test rows, so that the
     # network learns how far to trust them rather than reading them zero-shot.
     ridge_columns: float = 0.0
+    # Distillation: a tabfm checkpoint of the same task (e.g. the shipped exact-attention network
+    # teaching a cheaper one) whose predictions on each table's test rows are a second target. A
+    # sampled label is one draw from the prior's posterior, the teacher's prediction an estimate of
+    # the whole of it: the loss is (1 - distill_weight) * the loss on the labels + distill_weight *
+    # KL(teacher || network). "" trains on the labels alone.
+    teacher: str = ""
+    distill_weight: float = 0.5
     model: dict[str, Any] = field(default_factory=dict)  # overrides of ICLConfig
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ridge_columns <= 1.0:
             raise ValueError(f"ridge_columns is a probability in [0, 1], got {self.ridge_columns!r}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight is a weight in [0, 1], got {self.distill_weight!r}")
 
     def model_config(self) -> ICLConfig:
         n_outputs = self.model.get("n_outputs", 10 if self.task == "classification" else 64)
@@ -195,8 +204,9 @@ def add_ridge_columns(batch: PriorBatch, prob: float, rng: np.random.Generator) 
 # ---------------------------------------------------------------------------------------------
 
 
-def batch_loss(model: ICLTransformer, batch: PriorBatch, device: torch.device) -> torch.Tensor:
-    """Mean loss over the test rows of a batch (cross-entropy, or bar-distribution NLL)."""
+def _test_row_logits(model: ICLTransformer, batch: PriorBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's float32 logits on a batch's test rows, ``(B, R_test, K)``, and their targets:
+    class indices (classes a table does not have get logit -inf), or standardised values."""
     x = batch.x.to(device)
     y = batch.y.to(device)
     split = batch.split
@@ -206,8 +216,7 @@ def batch_loss(model: ICLTransformer, batch: PriorBatch, device: torch.device) -
         logits = model(x, y[:, :split], feature_mask=feature_mask, categorical=categorical)  # (B, R_test, K)
         n_classes = batch.n_classes.to(device)
         absent = torch.arange(logits.shape[-1], device=device)[None, :] >= n_classes[:, None]  # (B, K)
-        logits = logits.float().masked_fill(absent[:, None, :], float("-inf"))
-        return F.cross_entropy(logits.flatten(0, 1), y[:, split:].long().flatten())
+        return logits.float().masked_fill(absent[:, None, :], float("-inf")), y[:, split:].long()
     # Regression: standardise each dataset's target with its training rows only.
     y_train = y[:, :split]
     mean = y_train.mean(dim=1, keepdim=True)
@@ -216,12 +225,46 @@ def batch_loss(model: ICLTransformer, batch: PriorBatch, device: torch.device) -
     # (a loss of 1e12 seen in practice); beyond the bar borders the tails still learn "far out".
     y_std = ((y - mean) / std).clamp(-TARGET_CLIP, TARGET_CLIP)
     logits = model(x, y_std[:, :split], feature_mask=feature_mask, categorical=categorical)
-    return model.bar_distribution.nll(logits.float(), y_std[:, split:]).mean()
+    return logits.float(), y_std[:, split:]
+
+
+def _label_loss(model: ICLTransformer, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if model.config.task == "classification":
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    return model.bar_distribution.nll(logits, targets).mean()
+
+
+def _kl(teacher_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of KL(teacher || network) between the outputs' softmaxes (classes, or bars)."""
+    # Absent classes (-inf in both) have probability 0 in the teacher: a finite floor keeps their
+    # terms at 0 instead of 0 * (inf - inf).
+    log_p = torch.log_softmax(teacher_logits.clamp_min(-1e4), dim=-1)
+    log_q = torch.log_softmax(logits.clamp_min(-1e4), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
+
+
+def batch_losses(model: ICLTransformer, batch: PriorBatch, device: torch.device,
+                 teacher: ICLTransformer | None = None, distill_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training objective over a batch's test rows and, within it, the mean loss on the labels
+    (cross-entropy, or bar-distribution NLL): the same number without a ``teacher``."""
+    logits, targets = _test_row_logits(model, batch, device)
+    label = _label_loss(model, logits, targets)
+    if teacher is None or distill_weight == 0.0:
+        return label, label
+    with torch.no_grad():
+        teacher_logits, _ = _test_row_logits(teacher, batch, device)
+    return (1.0 - distill_weight) * label + distill_weight * _kl(teacher_logits, logits), label
+
+
+def batch_loss(model: ICLTransformer, batch: PriorBatch, device: torch.device) -> torch.Tensor:
+    """Mean loss over the test rows of a batch (cross-entropy, or bar-distribution NLL)."""
+    return batch_losses(model, batch, device)[0]
 
 
 def accumulate_gradients(model: ICLTransformer, batch: PriorBatch, device: torch.device, micro_batch_size: int,
-                         autocast: Any = None) -> float:
-    """Backpropagate the batch's mean test-row loss through micro-batches; returns that loss.
+                         autocast: Any = None, teacher: ICLTransformer | None = None, distill_weight: float = 0.0) -> float:
+    """Backpropagate the batch's mean test-row objective through micro-batches; returns its loss
+    on the labels (the loss log's number, comparable with and without a teacher).
 
     Every dataset of a batch has the same number of test rows, so the batch mean is the mean of the
     micro-batches' means weighted by their share of the datasets.
@@ -229,10 +272,11 @@ def accumulate_gradients(model: ICLTransformer, batch: PriorBatch, device: torch
     total = 0.0
     n_datasets = batch.x.shape[0]
     for part in batch.by_width(micro_batch_size):
+        share = part.x.shape[0] / n_datasets
         with autocast if autocast is not None else _null_context():
-            loss = batch_loss(model, part, device) * (part.x.shape[0] / n_datasets)
-        loss.backward()
-        total += loss.item()
+            objective, label = batch_losses(model, part, device, teacher, distill_weight)
+        (objective * share).backward()
+        total += label.item() * share
     return total
 
 
@@ -397,6 +441,7 @@ class Pretrainer:
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         self.optimizers = make_optimizers(self.model, config)
+        self.teacher = self._load_teacher() if config.teacher else None
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
@@ -404,6 +449,20 @@ class Pretrainer:
         if config.cooldown_steps and config.cooldown_start is None:
             self.config = replace(config, cooldown_start=self.progress.step)
             logger.info("cooldown branch: learning rate to zero over steps %d-%d", self.progress.step, self.progress.step + config.cooldown_steps)
+
+    def _load_teacher(self) -> ICLTransformer:
+        """The distillation teacher: the checkpoint at ``config.teacher`` ("shipped": the package's)."""
+        c = self.config
+        path = shipped_checkpoint(c.task) if c.teacher == "shipped" else Path(c.teacher)
+        teacher = load_checkpoint(path, device=self.device).requires_grad_(False)
+        student = c.model_config()
+        if (teacher.config.task, teacher.config.n_outputs) != (student.task, student.n_outputs):
+            raise ValueError(
+                f"teacher {path} predicts {teacher.config.n_outputs} outputs for {teacher.config.task}, "
+                f"the network {student.n_outputs} for {student.task}: distillation needs the same outputs"
+            )
+        logger.info("distilling from %s (sha256 %s), weight %.2f", path, hashlib.sha256(path.read_bytes()).hexdigest()[:12], c.distill_weight)
+        return teacher
 
     # -- resume -------------------------------------------------------------------------------
 
@@ -597,7 +656,8 @@ class Pretrainer:
                     optimizer.zero_grad(set_to_none=True)
                 if c.ridge_columns > 0:
                     batch = add_ridge_columns(batch, c.ridge_columns, np.random.default_rng([c.seed, 13, step]))
-                loss_value = accumulate_gradients(self.model, batch, self.device, c.micro_batch_size, autocast)
+                loss_value = accumulate_gradients(self.model, batch, self.device, c.micro_batch_size, autocast,
+                                                  self.teacher, c.distill_weight)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
                 if not math.isfinite(grad_norm):
                     logger.warning("non-finite gradient at step %d: step skipped", step)
@@ -689,4 +749,4 @@ def config_from_args(task: str, recipe: str, overrides: dict[str, Any] | None = 
     return replace(PretrainConfig(task=task, recipe=recipe), **(overrides or {}))
 
 
-__all__ = ["PretrainConfig", "Pretrainer", "accumulate_gradients", "add_ridge_columns", "batch_loss", "card_path", "curriculum", "learning_rate", "make_optimizers"]
+__all__ = ["PretrainConfig", "Pretrainer", "accumulate_gradients", "add_ridge_columns", "batch_loss", "batch_losses", "card_path", "curriculum", "learning_rate", "make_optimizers"]

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from priors import make_batch
-from tabfm.checkpoint import load_checkpoint
+from tabfm.checkpoint import load_checkpoint, save_checkpoint
 from tabfm.pretrain import (
     MUON_EXCLUDED,
     PretrainConfig,
@@ -20,6 +20,7 @@ from tabfm.pretrain import (
     accumulate_gradients,
     add_ridge_columns,
     batch_loss,
+    batch_losses,
     curriculum,
     learning_rate,
     make_optimizers,
@@ -435,3 +436,75 @@ def test__pretrainer__full_state_onto_exact_last_block__drops_inducing_queries_a
     assert branch.model.blocks[0].attn.inducing is None
     assert branch.resumed_at == 2
     branch.train(max_steps=3, progress_bar=False)
+
+
+# -- distillation ---------------------------------------------------------------------------------
+
+
+def _teacher_file(task: str, tmp_path: Path, **model: object) -> Path:
+    from models.icl import ICLTransformer
+
+    torch.manual_seed(7)
+    teacher = ICLTransformer(_config(task, model={**TINY_MODEL, **model}).model_config())
+    return save_checkpoint(tmp_path / f"teacher-{task}.safetensors", teacher, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__batch_losses__a_teacher_equal_to_the_network__no_distillation_term(task: str) -> None:
+    model = _tiny_model(task).eval()  # eval: no dropout, so both passes agree
+    batch = make_batch("smoke", task, batch_size=4, n_rows=40, max_features=5, seed=4)
+    twin = _tiny_model(task).eval().requires_grad_(False)
+    objective, label = batch_losses(model, batch, torch.device("cpu"), twin, 0.3)
+    assert label.item() == pytest.approx(batch_loss(model, batch, torch.device("cpu")).item(), rel=1e-6)
+    assert objective.item() == pytest.approx(0.7 * label.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test__batch_losses__distillation_alone__pulls_the_network_to_the_teacher(task: str, tmp_path: Path) -> None:
+    teacher = load_checkpoint(_teacher_file(task, tmp_path, n_icl_blocks=2))  # another architecture
+    model = _tiny_model(task)
+    batch = make_batch("smoke", task, batch_size=4, n_rows=48, max_features=4, seed=5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gaps = []
+    for _ in range(30):
+        objective, label = batch_losses(model, batch, torch.device("cpu"), teacher, 1.0)
+        optimizer.zero_grad()
+        objective.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        optimizer.step()
+        gaps.append(objective.item())
+    assert torch.isfinite(label)
+    assert min(gaps) >= -1e-6  # a KL divergence
+    assert gaps[-1] < 0.5 * gaps[0]
+
+
+def test__accumulate_gradients__with_a_teacher__the_objectives_gradients_and_the_labels_loss(tmp_path: Path) -> None:
+    teacher = load_checkpoint(_teacher_file("classification", tmp_path))
+    model = _tiny_model("classification")
+    batch = make_batch("smoke", "classification", batch_size=6, n_rows=40, max_features=6, seed=3)
+    model.zero_grad()
+    objective, label = batch_losses(model, batch, torch.device("cpu"), teacher, 0.5)
+    objective.backward()
+    expected = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
+    model.zero_grad()
+    logged = accumulate_gradients(model, batch, torch.device("cpu"), 4, teacher=teacher, distill_weight=0.5)
+    assert logged == pytest.approx(label.item(), rel=1e-5)
+    got = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test__pretrainer__teacher_of_another_task__a_clear_error(tmp_path: Path) -> None:
+    path = _teacher_file("regression", tmp_path)
+    with pytest.raises(ValueError, match=r"teacher .* regression.*distillation needs the same outputs"):
+        Pretrainer(_config("classification", teacher=str(path)), out=tmp_path / "run")
+    with pytest.raises(ValueError, match="distill_weight"):
+        _config(distill_weight=1.5)
+
+
+def test__pretrainer__with_a_teacher__trains_and_logs_the_labels_loss(tmp_path: Path) -> None:
+    path = _teacher_file("classification", tmp_path)
+    trainer = Pretrainer(_config(teacher=str(path), distill_weight=0.5), out=tmp_path / "run")
+    progress = trainer.train(max_steps=3, progress_bar=False)
+    assert progress.step == 3 and np.isfinite(progress.loss_ema)
+    recorded = json.loads((tmp_path / "run" / "state" / "config.json").read_text())  # a resumed run keeps it
+    assert recorded["teacher"] == str(path) and recorded["distill_weight"] == 0.5

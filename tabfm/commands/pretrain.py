@@ -50,6 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="range of a step's rows per table once the curriculum is over (default 256 1024)")
     p.add_argument("--ridge-columns", type=float, metavar="PROB",
                    help="probability that a synthetic table carries the estimators' ridge columns (default 0)")
+    p.add_argument("--teacher", metavar="CHECKPOINT",
+                   help='distil from this checkpoint of the same task ("shipped": the package\'s; "": none)')
+    p.add_argument("--distill-weight", type=float, metavar="W",
+                   help="weight of KL(teacher || network) in the loss, the labels' loss weighing 1 - W (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.set_defaults(func=run)
 
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             "threads": args.threads, "eval_every_minutes": args.eval_every_minutes,
             "save_every_minutes": args.save_every_minutes, "seed": args.seed, "model": args.model,
             "cooldown_steps": args.cooldown_steps, "optimizer": args.optimizer, "ridge_columns": args.ridge_columns,
+            "teacher": args.teacher, "distill_weight": args.distill_weight,
             "features_end": tuple(args.features_end) if args.features_end else None,
             "rows_end": tuple(args.rows_end) if args.rows_end else None,
         }.items()
