@@ -2,7 +2,8 @@
 
 The loop trains :class:`models.icl.ICLTransformer` on batches from :class:`priors.BatchStream`
 (AdamW, linear warmup then cosine decay over ``total_steps``, gradient clipping, an exponential
-moving average of the weights, bf16 autocast on CUDA) and keeps three kinds of files:
+moving average of the weights, bf16 autocast on CUDA), optionally distilling from a teacher
+checkpoint (``PretrainConfig.teacher``), and keeps three kinds of files:
 
 ``OUT/`` (the run directory, not committed)
     ``state/`` the full state with the optimizer, to resume within a machine's life;
