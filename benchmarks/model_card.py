@@ -4,7 +4,7 @@
 
 Everything in it is read from files the code in this repository wrote: the JSON card beside each
 checkpoint (written by ``tabfm pretrain`` when it ships), the pretraining logs committed under
-``checkpoints/pretrain/<task>/`` and, when present, the benchmark summary
+``checkpoints/pretrain/<task>/`` (or the card's ``state_dir``) and, when present, the benchmark summary
 ``benchmarks/results/tabfm_benchmark.md`` (``python -m benchmarks.run ... --summary``) and the
 in-prior scores ``benchmarks/results/in_prior_<task>.csv`` (``python -m benchmarks.in_prior``). When the
 real datasets are at hand (``--data-dir``), LightGBM with default parameters is scored on the
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tabfm.checkpoint import SHIPPED_VARIANTS
 from tabfm.validation import PROTOCOL_VERSION
 
 # LightGBM's OpenMP threads spin while waiting by default, which on a busy machine made its fits
@@ -42,14 +43,15 @@ def _lightgbm_reference(task: str, data_dir: Path | None) -> dict[str, float] | 
     return score_estimator(lambda: make_model("lightgbm", task, 0), task, data_dir)
 
 
-def _task_section(task: str, data_dir: Path | None = None) -> list[str]:
-    card_file = CHECKPOINTS / f"tabfm-{task}.json"
+def _task_section(task: str, data_dir: Path | None = None, variant: str | None = None) -> list[str]:
+    name = f"tabfm-{task}" + (f"-{variant}" if variant else "")
+    card_file = CHECKPOINTS / f"{name}.json"
     if not card_file.is_file():
-        return [f"## {task}", "", "No checkpoint shipped yet.", ""]
+        return [] if variant else [f"## {task}", "", "No checkpoint shipped yet.", ""]
     card = json.loads(card_file.read_text())
     p, v = card["pretraining"], card["validation"]
     lines = [
-        f"## {task}: `tabfm-{task}.safetensors`",
+        f"## {task}{f' ({variant}, `checkpoint={variant!r}`)' if variant else ''}: `{name}.safetensors`",
         "",
         f"- parameters: {card['parameters']:,}; prior recipe: `{card['recipe']}`",
         f"- pretraining when shipped: {p['steps']:,} steps, {p['datasets_seen']:,} synthetic datasets, "
@@ -74,13 +76,15 @@ def _task_section(task: str, data_dir: Path | None = None) -> list[str]:
         lines += [f"| {name} | {score:.4f} | {reference[name]:.4f} |" for name, score in v["datasets"].items()]
         lines += [f"| **mean** | **{v['mean']:.4f}** | **{np.mean([reference[n] for n in v['datasets']]):.4f}** |"]
     lines += [""]
-    state = STATE / task
+    # The run that wrote the shipped weights keeps its logs where its card says (older cards: by task).
+    state = ROOT / card["state_dir"] if card.get("state_dir") else STATE / task
+    state_name = state.relative_to(ROOT).as_posix()
     if (state / "progress.json").is_file():
         progress = json.loads((state / "progress.json").read_text())
         lines += [
             f"Pretraining state committed for resuming: step {progress['step']:,}, "
             f"{progress['datasets_seen']:,} datasets, {progress['cpu_hours']:.2f} CPU hours "
-            f"(`checkpoints/pretrain/{task}/`).",
+            f"(`{state_name}/`).",
             "",
         ]
     logs = [(path.stem.split("_")[-1], path) for path in sorted(state.glob("val_log_v*.csv"))]
@@ -109,7 +113,7 @@ def _task_section(task: str, data_dir: Path | None = None) -> list[str]:
     if (state / "HISTORY.md").is_file():
         lines += ["Changes over the campaign:", "", (state / "HISTORY.md").read_text().strip(), ""]
     if (state / "loss_curve.png").is_file():
-        lines += [f"![loss curve](../../checkpoints/pretrain/{task}/loss_curve.png)", ""]
+        lines += [f"![loss curve](../../{state_name}/loss_curve.png)", ""]
     return lines
 
 
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for task in ("classification", "regression"):
         lines += _task_section(task, args.data_dir)
+        for variant in SHIPPED_VARIANTS:
+            lines += _task_section(task, args.data_dir, variant)
     lines += ["## Benchmark against gradient-boosted trees", ""]
     if BENCHMARK.is_file():
         lines += [BENCHMARK.read_text().strip(), ""]

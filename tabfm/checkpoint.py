@@ -28,15 +28,32 @@ FORMAT_VERSION = "1"
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
 
-def shipped_checkpoint(task: str) -> Path:
+# Other shipped networks, chosen with ``checkpoint=NAME``: the name's file when the package has one,
+# else the default when that already is such a network (e.g. the regression default is exact).
+SHIPPED_VARIANTS = ("exact",)
+
+
+def shipped_checkpoint(task: str, variant: str | None = None) -> Path:
     """Path of the default checkpoint for ``task``: the one shipped in the package.
 
     The environment variable ``TABFM_CHECKPOINT_DIR`` points the default elsewhere (a folder
     holding ``tabfm-<task>.safetensors``), for example a frozen copy that a benchmark keeps using
-    while a pretraining run replaces the shipped files.
+    while a pretraining run replaces the shipped files. ``variant="exact"``: the network whose
+    in-context blocks all attend exactly (every context row is a key), ``tabfm-<task>-exact``.
     """
     folder = os.environ.get("TABFM_CHECKPOINT_DIR")
-    return (Path(folder) if folder else CHECKPOINT_DIR) / f"tabfm-{task}.safetensors"
+    default = (Path(folder) if folder else CHECKPOINT_DIR) / f"tabfm-{task}.safetensors"
+    if variant is None:
+        return default
+    if variant not in SHIPPED_VARIANTS:
+        raise TabFMValidationError(f"checkpoint={variant!r} is not a shipped network; choose from {SHIPPED_VARIANTS}")
+    path = default.with_name(f"tabfm-{task}-{variant}.safetensors")
+    if path.is_file() or not default.is_file():
+        return path
+    architecture = read_card(default).get("architecture", {})
+    if architecture.get("attention", {}).get("kind") == "full" and not architecture.get("n_exact_blocks"):
+        return default  # the default network already attends exactly everywhere
+    return path
 
 
 def card_path(path: str | Path) -> Path:

@@ -28,7 +28,13 @@ import torch
 
 from models.icl import ICLContext, ICLTransformer
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
-from tabfm.checkpoint import network_from_state, read_card, shared_network, shipped_checkpoint
+from tabfm.checkpoint import (
+    SHIPPED_VARIANTS,
+    network_from_state,
+    read_card,
+    shared_network,
+    shipped_checkpoint,
+)
 from tabfm.device import map_on_threads
 from tabfm.errors import TabFMValidationError
 from tabfm.neighbours import NeighbourIndex
@@ -171,7 +177,10 @@ class _TabFMBase(TabularEstimator):
         if isinstance(source, ICLTransformer):  # pretraining validation passes the network itself
             network = source
         else:
-            path = shipped_checkpoint(self._task) if source is None else Path(source)
+            if source is None or source in SHIPPED_VARIANTS:
+                path = shipped_checkpoint(self._task, source)
+            else:
+                path = Path(source)
             network = shared_network(path, self.device_)
             self.checkpoint_card_ = read_card(path).get("model", path.name)
         if network.config.task != self._task:

@@ -40,7 +40,13 @@ from safetensors.torch import load_file, save_file
 
 from models.icl import ICLConfig, ICLTransformer
 from priors import BatchStream, PriorBatch
-from tabfm.checkpoint import card_path, load_checkpoint, save_checkpoint, shipped_checkpoint
+from tabfm.checkpoint import (
+    SHIPPED_VARIANTS,
+    card_path,
+    load_checkpoint,
+    save_checkpoint,
+    shipped_checkpoint,
+)
 from tabfm.device import resolve_device
 from tabfm.ridge_feature import class_targets, table_ridge_columns
 from tabfm.validation import PROTOCOL as VALIDATION_PROTOCOL
@@ -101,7 +107,7 @@ class PretrainConfig:
     # leave-one-out predictions on its training rows, the full fit on its test rows, so that the
     # network learns how far to trust them rather than reading them zero-shot.
     ridge_columns: float = 0.0
-    # Distillation: a tabfm checkpoint of the same task (e.g. the shipped exact-attention network
+    # Distillation: a tabfm checkpoint of the same task (e.g. "exact", the shipped exact-attention network
     # teaching a cheaper one) whose predictions on each table's test rows are a second target. A
     # sampled label is one draw from the prior's posterior, the teacher's prediction an estimate of
     # the whole of it: the loss is (1 - distill_weight) * the loss on the labels + distill_weight *
@@ -424,12 +430,16 @@ class Pretrainer:
         resume: bool = False,
         state_dir: str | Path | None = None,
         ship_dir: str | Path | None = None,
+        ship_always: bool = False,
         val_data_dir: str | Path | None = None,
     ) -> None:
         self.config = config
         self.out = Path(out)
         self.state_dir = Path(state_dir) if state_dir else None
         self.ship_dir = Path(ship_dir) if ship_dir else None
+        # Ship at every validation, better or not: for a network chosen on the benchmark rather
+        # than on validation (a cheaper architecture replacing the shipped one).
+        self.ship_always = ship_always
         self.val_data_dir = Path(val_data_dir) if val_data_dir else None
         self.device = resolve_device(device)
         if config.threads:
@@ -452,9 +462,13 @@ class Pretrainer:
             logger.info("cooldown branch: learning rate to zero over steps %d-%d", self.progress.step, self.progress.step + config.cooldown_steps)
 
     def _load_teacher(self) -> ICLTransformer:
-        """The distillation teacher: the checkpoint at ``config.teacher`` ("shipped": the package's)."""
+        """The distillation teacher: the checkpoint at ``config.teacher`` ("shipped": the package's
+        default; a name of :data:`tabfm.checkpoint.SHIPPED_VARIANTS`, such as "exact": that one)."""
         c = self.config
-        path = shipped_checkpoint(c.task) if c.teacher == "shipped" else Path(c.teacher)
+        if c.teacher == "shipped" or c.teacher in SHIPPED_VARIANTS:
+            path = shipped_checkpoint(c.task, None if c.teacher == "shipped" else c.teacher)
+        else:
+            path = Path(c.teacher)
         teacher = load_checkpoint(path, device=self.device).requires_grad_(False)
         student = c.model_config()
         if (teacher.config.task, teacher.config.n_outputs) != (student.task, student.n_outputs):
@@ -584,9 +598,9 @@ class Pretrainer:
                     shipped_scores = evaluate_on_real_data(load_checkpoint(target), self.config.task, self.val_data_dir)
                     self._shipped_score = (digest, float(np.mean(list(shipped_scores.values()))))
                 shipped = self._shipped_score[1]
-            if shipped is None or mean > shipped:
+            if shipped is None or mean > shipped or self.ship_always:
                 save_checkpoint(target, candidate, card=self.model_card(scores, mean))
-                logger.info("shipped %s (validation %.5f > %s)", target, mean, "none" if shipped is None else f"{shipped:.5f}")
+                logger.info("shipped %s (validation %.5f; the shipped file's %s)", target, mean, "none" if shipped is None else f"{shipped:.5f}")
             else:
                 logger.info("kept the shipped %s (validation %.5f <= its %.5f)", target, mean, shipped)
         return mean
@@ -598,6 +612,8 @@ class Pretrainer:
             "architecture": self.ema.config.to_dict(),
             "parameters": sum(p.numel() for p in self.ema.parameters()),
             "recipe": self.config.recipe,
+            # Where the run's compact state and logs are committed (the model card's learning curve).
+            "state_dir": None if self.state_dir is None else self.state_dir.as_posix(),
             "pretraining": {
                 "steps": p.step,
                 "datasets_seen": p.datasets_seen,

@@ -370,6 +370,22 @@ def test__validate__ships_only_weights_that_beat_the_shipped_ones_scored_now(tmp
     assert (target.read_bytes() != shipped_before) == (newest > round(first, 5))
 
 
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="needs ../shared/datasets beside the repository")
+def test__validate__ship_always__ships_weights_that_do_not_beat_the_shipped_ones_with_the_state_dir(tmp_path: Path) -> None:
+    ship = tmp_path / "ship"
+    trainer = Pretrainer(_config(), tmp_path / "run", ship_dir=ship, ship_always=True, state_dir=tmp_path / "state",
+                         val_data_dir=REAL_DATA)
+    trainer.validate()
+    target = ship / "tabfm-classification.safetensors"
+    with torch.no_grad():
+        for p in trainer.ema.parameters():
+            p.zero_()  # a network that cannot beat the shipped one
+    trainer.validate()
+    torch.testing.assert_close(load_checkpoint(target).state_dict(), trainer.ema.state_dict())
+    assert json.loads(target.with_suffix(".json").read_text())["state_dir"] == (tmp_path / "state").as_posix()
+
+
 def test__cli_resume__model_option_adds_to_the_recorded_network_options(tmp_path: Path) -> None:
     from tabfm.cli import main
 

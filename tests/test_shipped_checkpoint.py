@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tabfm import TabFMClassifier, TabFMRegressor
 from tabfm.checkpoint import read_card, shipped_checkpoint
+from tabfm.errors import TabFMValidationError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,3 +109,28 @@ def test__shipped_checkpoint__environment_folder__points_the_default_there(tmp_p
     assert shipped_checkpoint("regression") == tmp_path / "tabfm-regression.safetensors"
     monkeypatch.setenv("TABFM_CHECKPOINT_DIR", "")
     assert shipped_checkpoint("regression").parent.name == "checkpoints"
+
+
+def _write_card(path: Path, attention: str, n_exact_blocks: int = 0) -> None:
+    architecture = {"task": "classification", "attention": {"kind": attention}, "n_exact_blocks": n_exact_blocks}
+    path.with_suffix(".json").write_text(json.dumps({"architecture": architecture}))
+    path.write_bytes(b"")
+
+
+def test__shipped_checkpoint__exact_variant__its_file_or_the_default_when_that_is_exact(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TABFM_CHECKPOINT_DIR", str(tmp_path))
+    default = tmp_path / "tabfm-classification.safetensors"
+    _write_card(default, "full")
+    assert shipped_checkpoint("classification", "exact") == default  # already exact everywhere
+    _write_card(default, "inducing", n_exact_blocks=1)
+    assert shipped_checkpoint("classification", "exact") == tmp_path / "tabfm-classification-exact.safetensors"
+    with pytest.raises(TabFMValidationError, match="'fast' is not a shipped network"):
+        shipped_checkpoint("classification", "fast")
+
+
+def test__classifier__checkpoint_exact__all_blocks_attend_exactly_and_predict() -> None:
+    X, y = load_breast_cancer(return_X_y=True)
+    model = TabFMClassifier(checkpoint="exact", n_estimators=1).fit(X[:200], y[:200])
+    config = model.network_.config
+    assert config.attention.kind == "full" and config.focusable_blocks == config.n_icl_blocks
+    assert roc_auc_score(y[200:300], model.predict_proba(X[200:300])[:, 1]) > 0.75

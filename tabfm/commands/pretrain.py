@@ -24,6 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/state or --state-dir")
     p.add_argument("--state-dir", type=Path, help="compact resumable state to keep in the repository")
     p.add_argument("--ship-dir", type=Path, help="write tabfm-TASK.safetensors here when validation improves")
+    p.add_argument("--ship-always", action="store_true",
+                   help="with --ship-dir: ship at every validation, better or not (a network chosen on the benchmark)")
     p.add_argument("--val-data-dir", type=Path, help="folder of the real validation datasets (Parquet)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (default: the schedule's end)")
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes")
@@ -51,7 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ridge-columns", type=float, metavar="PROB",
                    help="probability that a synthetic table carries the estimators' ridge columns (default 0)")
     p.add_argument("--teacher", metavar="CHECKPOINT",
-                   help='distil from this checkpoint of the same task ("shipped": the package\'s; "": none)')
+                   help='distil from this checkpoint of the same task ("shipped": the package\'s default, '
+                        '"exact": its exact-attention network; "": none)')
     p.add_argument("--distill-weight", type=float, metavar="W",
                    help="weight of KL(teacher || network) in the loss, the labels' loss weighing 1 - W (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 break
     trainer = Pretrainer(
         config, args.out, device=args.device, resume=args.resume, state_dir=args.state_dir,
-        ship_dir=args.ship_dir, val_data_dir=args.val_data_dir,
+        ship_dir=args.ship_dir, ship_always=args.ship_always, val_data_dir=args.val_data_dir,
     )
     progress = trainer.train(max_steps=args.max_steps, max_minutes=args.max_minutes, progress_bar=not args.no_progress)
     logger.info("stopped at step %d after %d datasets: %s", progress.step, progress.datasets_seen, json.dumps(asdict(progress)))
