@@ -523,7 +523,11 @@ class TabFMClassifier(TabularClassifier, _TabFMBase):
         0.6167, where all one-hot members gave 0.879 and 0.612
         (``benchmarks/results/tabfm_categorical_transform.md``).
     checkpoint : str or Path, optional
-        A checkpoint written by ``tabfm pretrain``; default: the one shipped with tabfm.
+        A checkpoint written by ``tabfm pretrain``; default: the one shipped with tabfm, whose
+        in-context blocks read the training rows through 32 inducing points per head except the
+        last, which attends exactly. ``"exact"``: the shipped network whose six in-context blocks
+        all attend exactly, about twice the time for a slightly higher mean ROC-AUC
+        (``tabfm/checkpoints/MODEL_CARD.md``).
     max_context_rows : int or None, default 10000
         Training rows beyond this are subsampled (seeded): the cost is linear in it.
     max_features : int or None, default 200

@@ -134,3 +134,13 @@ def test__classifier__checkpoint_exact__all_blocks_attend_exactly_and_predict() 
     config = model.network_.config
     assert config.attention.kind == "full" and config.focusable_blocks == config.n_icl_blocks
     assert roc_auc_score(y[200:300], model.predict_proba(X[200:300])[:, 1]) > 0.75
+
+
+def test__save_checkpoint__readable_by_all_like_any_shipped_file(tmp_path) -> None:
+    from models.icl import ICLConfig, ICLTransformer
+    from tabfm.checkpoint import save_checkpoint
+
+    network = ICLTransformer(ICLConfig(d_model=16, d_cell=8, d_cell_ffn=16, n_icl_blocks=1, d_ffn=32))
+    path = save_checkpoint(tmp_path / "net.safetensors", network, card={"model": "tiny"})
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.with_suffix(".json").stat().st_mode & 0o777 == 0o644
