@@ -517,7 +517,7 @@ def test__pretrainer__teacher_of_another_task__a_clear_error(tmp_path: Path) -> 
         _config(distill_weight=1.5)
 
 
-def test__pretrainer__with_a_teacher__trains_and_logs_the_labels_loss(tmp_path: Path) -> None:
+def test__pretrainer__with_a_teacher__trains_and_records_the_teacher_for_resuming(tmp_path: Path) -> None:
     path = _teacher_file("classification", tmp_path)
     trainer = Pretrainer(_config(teacher=str(path), distill_weight=0.5), out=tmp_path / "run")
     progress = trainer.train(max_steps=3, progress_bar=False)
