@@ -56,6 +56,14 @@ def shipped_checkpoint(task: str, variant: str | None = None) -> Path:
     return path
 
 
+def resolve_checkpoint(task: str, source: str | Path | None) -> Path:
+    """The file a ``checkpoint=`` value names: ``None`` the package's default for ``task``, a name
+    of :data:`SHIPPED_VARIANTS` that shipped network, anything else a path."""
+    if source is None or source in SHIPPED_VARIANTS:
+        return shipped_checkpoint(task, source)
+    return Path(source)
+
+
 def card_path(path: str | Path) -> Path:
     """The model card (JSON) that sits beside a checkpoint file."""
     return Path(path).with_suffix(".json")

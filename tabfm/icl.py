@@ -20,7 +20,6 @@ class scores are decoded from the sum of the members' log-probabilities.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,13 +27,7 @@ import torch
 
 from models.icl import ICLContext, ICLTransformer
 from tabfm.base import TabularClassifier, TabularEstimator, TabularRegressor
-from tabfm.checkpoint import (
-    SHIPPED_VARIANTS,
-    network_from_state,
-    read_card,
-    shared_network,
-    shipped_checkpoint,
-)
+from tabfm.checkpoint import network_from_state, read_card, resolve_checkpoint, shared_network
 from tabfm.device import map_on_threads
 from tabfm.errors import TabFMValidationError
 from tabfm.neighbours import NeighbourIndex
@@ -177,10 +170,7 @@ class _TabFMBase(TabularEstimator):
         if isinstance(source, ICLTransformer):  # pretraining validation passes the network itself
             network = source
         else:
-            if source is None or source in SHIPPED_VARIANTS:
-                path = shipped_checkpoint(self._task, source)
-            else:
-                path = Path(source)
+            path = resolve_checkpoint(self._task, source)
             network = shared_network(path, self.device_)
             self.checkpoint_card_ = read_card(path).get("model", path.name)
         if network.config.task != self._task:

@@ -40,13 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from models.icl import ICLConfig, ICLTransformer
 from priors import BatchStream, PriorBatch
-from tabfm.checkpoint import (
-    SHIPPED_VARIANTS,
-    card_path,
-    load_checkpoint,
-    save_checkpoint,
-    shipped_checkpoint,
-)
+from tabfm.checkpoint import card_path, load_checkpoint, resolve_checkpoint, save_checkpoint
 from tabfm.device import resolve_device
 from tabfm.ridge_feature import class_targets, table_ridge_columns
 from tabfm.validation import PROTOCOL as VALIDATION_PROTOCOL
@@ -465,10 +459,7 @@ class Pretrainer:
         """The distillation teacher: the checkpoint at ``config.teacher`` ("shipped": the package's
         default; a name of :data:`tabfm.checkpoint.SHIPPED_VARIANTS`, such as "exact": that one)."""
         c = self.config
-        if c.teacher == "shipped" or c.teacher in SHIPPED_VARIANTS:
-            path = shipped_checkpoint(c.task, None if c.teacher == "shipped" else c.teacher)
-        else:
-            path = Path(c.teacher)
+        path = resolve_checkpoint(c.task, None if c.teacher == "shipped" else c.teacher)
         teacher = load_checkpoint(path, device=self.device).requires_grad_(False)
         student = c.model_config()
         if (teacher.config.task, teacher.config.n_outputs) != (student.task, student.n_outputs):
