@@ -10,7 +10,8 @@ note, when a class is too small), training rows capped at ``--max-train-rows`` b
 subsample, the same split for every model. ROC-AUC is one-vs-rest macro over the classes present
 in the test split; RMSE and R² for regression. A failing model records ``Type: message`` in the
 ``error`` column and the run goes on; the CSV is appended row by row and ``--resume`` skips the
-(dataset, model, seed) rows already in it.
+(dataset, model, seed) rows already in it. ``--first-seed S`` takes seeds ``S..S+N-1``: more splits
+for a file, or (with ``--summary-only``) the summary of some of its seeds.
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated names from the registry: {', '.join(MODELS)}; parameters "
                         "as NAME[key=value; ...], e.g. tabfm[n_estimators=2]")  # fmt: skip
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (splits): 0..N-1")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="start the seeds here: S..S+N-1 (another set of splits, or a part of a file's)")  # fmt: skip
     p.add_argument("--max-train-rows", type=int, default=10_000)
     p.add_argument("--max-test-rows", type=int, default=None)
     p.add_argument("--datasets", default=None, help="comma-separated dataset names (default: all)")
@@ -241,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.first_seed < 0:
+        p.error(f"--first-seed must be >= 0, got {args.first_seed}")
     if args.torch_threads is not None and args.torch_threads < 1:
         p.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
     if args.max_train_rows is not None and args.max_train_rows < 2:
@@ -293,7 +298,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     if args.tabfm_checkpoints is not None:  # read by tabfm (and by spawned workers, which inherit it)
         os.environ["TABFM_CHECKPOINT_DIR"] = str(args.tabfm_checkpoints.resolve())
     entries = list_datasets(args)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     if args.summary_only and not args.out.is_file():
         raise FileNotFoundError(f"--summary-only: no results at {args.out}")
     log = CsvLog(args.out, args.resume or args.summary_only)

@@ -85,6 +85,22 @@ def test_run__same_split_for_every_model(tiny_dir, tmp_path):
     assert (sizes == 1).all().all()
 
 
+def test_run__first_seed__other_splits_added_and_summarised_apart(tiny_dir, tmp_path):
+    out = tmp_path / "results.csv"
+    assert brun.main(_argv(tiny_dir, out, "linear")) == 0  # seeds 0, 1
+    assert brun.main(_argv(tiny_dir, out, "linear", "--resume", "--first-seed", "2")) == 0  # seeds 2, 3
+    df = pd.read_csv(out)
+    assert sorted(df.seed.unique()) == [0, 1, 2, 3]
+    first = df[df.seed == 0].set_index("dataset")
+    other = df[df.seed == 2].set_index("dataset")
+    assert (first.n_train > 0).all() and not first.r2.fillna(first.roc_auc).equals(other.r2.fillna(other.roc_auc))
+    # The summary of seeds 2-3 reads only their rows.
+    summary = tmp_path / "s.md"
+    argv = _argv(tiny_dir, out, "linear", "--resume", "--first-seed", "2", "--summary-only", "--summary", str(summary))
+    assert brun.main(argv) == 0
+    assert "- Rows: 4 (dataset × model × seed)" in summary.read_text()
+
+
 def test_run__parameterised_model__runs_beside_the_default_under_its_own_name(tiny_dir, tmp_path):
     out = tmp_path / "results.csv"
     spec = "lightgbm[n_estimators=3; learning_rate=0.5]"
