@@ -19,6 +19,8 @@ class scores are decoded from the sum of the members' log-probabilities.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -126,6 +128,23 @@ MAX_QUERIES = 64  # test rows in one local table beside its context
 FOCUS_BLOCKS = 2
 # Levels at which a quantile member's distribution is read to take its mean on the target's scale.
 MEAN_LEVELS = 128
+
+
+class _Once:
+    """``compute()``'s value, computed on the first call only; concurrent callers wait for it."""
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._done = False
+        self._value: Any = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._done:
+                self._value = self._compute()
+                self._done = True
+        return self._value
 
 
 def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -376,12 +395,26 @@ class _TabFMBase(TabularEstimator):
 
     def _all_member_logits(self, X_enc: np.ndarray, neighbours: np.ndarray | None = None) -> list[np.ndarray]:
         """Every member's :meth:`_member_logits` of the rows, their :meth:`_neighbours` (unless
-        given) and ridge columns computed once for all."""
-        neighbours = self._neighbours(X_enc) if neighbours is None else neighbours
-        ridge = self._ridge_columns(X_enc)
-        return map_on_threads(
-            lambda i: self._member_logits(i, X_enc, neighbours, ridge), len(self.members_), self.device_
-        )
+        given) and ridge columns computed once for all.
+
+        Both are computed by the first member that needs them, on its thread: meanwhile the
+        members that do not (global ones for the neighbours) already run on the other threads,
+        where computing them first left all but one core idle (the neighbour search of 1,000 rows
+        took ~6% of a default fit + predict of 1,000 x 1,000 rows).
+        """
+        shared_neighbours = _Once(lambda: self._neighbours(X_enc) if neighbours is None else neighbours)
+        shared_ridge = _Once(lambda: self._ridge_columns(X_enc))
+
+        def logits(i: int) -> np.ndarray:
+            member = self.members_[i]
+            return self._member_logits(
+                i,
+                X_enc,
+                shared_neighbours() if member.local or member.focused else None,
+                shared_ridge() if member.linear else None,
+            )
+
+        return map_on_threads(logits, len(self.members_), self.device_)
 
     @torch.inference_mode()
     def _member_logits(
@@ -400,7 +433,7 @@ class _TabFMBase(TabularEstimator):
         another; tables are batched up to about ``batch_size`` rows per forward pass.
         """
         member = self.members_[member_index]
-        if ridge is None:
+        if ridge is None and member.linear:
             ridge = self._ridge_columns(X_enc)
         if not member.local:
             context = self.contexts_[member_index]

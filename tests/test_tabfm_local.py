@@ -312,6 +312,26 @@ def test__focused_context__members_1_and_2_focused_and_all_keep_a_global_summary
     assert (model.neighbour_index_ is None) == (n_estimators == 1) and model.local_anchors_ is None
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test__focused_context__one_neighbour_search_per_predict_whichever_member_needs_it_first(
+    ckpts: dict[str, Path], monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    X, y = make_classification(n_samples=150, n_features=5, random_state=2)
+    model = TabFMClassifier(checkpoint=ckpts["classification"], n_estimators=4, local_rows=25).fit(X[:100], y[:100])
+    expected = model.predict_proba(X[100:])
+    searches = []
+    original = NeighbourIndex.query
+    monkeypatch.setattr(NeighbourIndex, "query", lambda self, X_enc: searches.append(len(X_enc)) or original(self, X_enc))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # 2: members on two threads, the two focused ones at once
+    try:
+        proba = model.predict_proba(X[100:])
+    finally:
+        torch.set_num_threads(previous)
+    assert searches == [50]
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test__focused_context__a_focused_member_reads_its_neighbours_in_the_last_blocks(ckpts: dict[str, Path], task: str) -> None:
     if task == "classification":
