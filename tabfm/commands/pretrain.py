@@ -121,21 +121,31 @@ def _branch(source: Path, out: Path) -> None:
     logger.info("branched %s from %s", out, source)
 
 
-def _return_freed_memory() -> None:
-    """Make glibc hand large freed blocks back to the OS (a fixed 1 MB mmap threshold).
+MMAP_THRESHOLD_MB = 64
 
-    A step on the largest tables (1,024 rows x 40 features) holds several GB of activations. glibc
-    kept that freed memory for reuse, so every run stayed at 7-9 GB of RSS after its first large
-    step, and a third run on 24 GB got killed for memory. With the threshold, runs restarted
-    beside one without it held 1.0-1.5 GB against its 7.6-8.6 GB (RSS read with ``ps``). ``MALLOC_MMAP_THRESHOLD_=1048576``
-    in the environment does the same.
+
+def _return_freed_memory() -> None:
+    """Hand only large freed blocks (above 64 MB) back to the OS: a fixed glibc mmap threshold.
+
+    A step on the largest tables holds several GB of activations. With glibc's own (dynamic)
+    threshold a run kept that freed memory, 7-9 GB of RSS after its first large step, and a third
+    run beside two others on 24 GB got killed for memory, so the threshold was fixed at 1 MB. But
+    then every block above 1 MB is a fresh ``mmap`` whose pages fault in again at each step: 15
+    steps from step 21,907 of the classification run, one run alone on 2 threads, took 145 s of
+    wall time with 1 MB (90 s of it ``sys``, 38.6M minor faults, 2.1 GB peak RSS), 103 s with
+    glibc's dynamic threshold (17 s, 2.6M, 3.6 GB) and 98.5 s with 64 MB (11 s, 1.7M, 3.8 GB), the
+    same losses in all three: 1.5x the steps per hour for ~2 GB more memory. Rerun with
+    ``TABFM_MMAP_THRESHOLD_MB=1`` (or ``0``: glibc's dynamic threshold) against the default and
+    ``--max-steps 15`` from a copy of the state.
     """
     import ctypes
+    import os
     import sys
 
-    if not sys.platform.startswith("linux"):
+    megabytes = int(os.environ.get("TABFM_MMAP_THRESHOLD_MB", MMAP_THRESHOLD_MB))
+    if megabytes <= 0 or not sys.platform.startswith("linux"):
         return
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # -3: M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, megabytes << 20)  # -3: M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator as it is
         logger.debug("mallopt unavailable: freed memory stays with the process")
