@@ -40,9 +40,9 @@ from dataclasses import fields
 from pathlib import Path
 
 
-def _time(candidates: dict, X_train, y_train, X_test, repeats: int) -> dict[str, tuple[float, float]]:
-    """Median (fit s, predict s) of each candidate, timed in interleaved rounds (every candidate
-    once per round), so that drifts of the shared machine fall on all of them alike."""
+def _time(candidates: dict, X_train, y_train, X_test, repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """(fit s, predict s) of each candidate in every round, timed in interleaved rounds (every
+    candidate once per round), so that drifts of the shared machine fall on all of them alike."""
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, make in candidates.items():
@@ -53,10 +53,15 @@ def _time(candidates: dict, X_train, y_train, X_test, repeats: int) -> dict[str,
             model.predict_proba(X_test)
             t2 = time.perf_counter()
             times[name].append((t1 - t0, t2 - t1))
-    return {
-        name: (statistics.median(t[0] for t in runs), statistics.median(t[1] for t in runs))
-        for name, runs in times.items()
-    }
+    return times
+
+
+def _round_ratios(times: dict[str, list[tuple[float, float]]], name: str) -> str:
+    """Quartiles of ``name``'s fit + predict time over LightGBM's in the same round: how much of the
+    spread of the ratio is the machine's and not the models'."""
+    ratios = [sum(t) / sum(base) for t, base in zip(times[name], times["lightgbm"], strict=True)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return f"{q1:.2f}-{q3:.2f}"
 
 
 IN_TURN = ", members in turn"  # suffix of the candidates timed with their members in turn
@@ -276,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in [n for n in candidates if n.startswith(("tabfm (default", "untrained"))]:
             candidates[name + IN_TURN] = lambda make=candidates[name]: _MembersInTurn(make())
     _time(candidates, X_train[:50], y_train[:50], X_test[:50], 1)  # warm-up
-    rows = _time(candidates, X_train, y_train, X_test, args.repeats)
+    times = _time(candidates, X_train, y_train, X_test, args.repeats)
+    rows = {
+        name: (statistics.median(t[0] for t in runs), statistics.median(t[1] for t in runs))
+        for name, runs in times.items()
+    }
     work = {
         name: _gflop(make, X_train, y_train, X_test)
         for name, make in candidates.items()
@@ -294,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 predict_s,
                 fit_s + predict_s,
                 (fit_s + predict_s) / base,
+                _round_ratios(times, name),
                 gflop,
                 gflop / (fit_s + predict_s),
                 share,
@@ -307,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict s",
             "total s",
             "x lightgbm",
+            "x lightgbm per round (quartiles)",
             "GFLOP",
             "GFLOP/s",
             "attention share",

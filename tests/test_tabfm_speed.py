@@ -30,6 +30,9 @@ def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     header = [c.strip() for c in text.split("| model |")[1].splitlines()[0].split("|")]
     cells = {name: dict(zip(header, (c.strip() for c in row.split("|")[2:]), strict=True)) for name, row in zip(names, rows, strict=True)}
     assert cells["lightgbm"]["x lightgbm"] == "1.00" and cells["lightgbm"]["GFLOP"] == ""  # LightGBM is the unit
+    assert cells["lightgbm"]["x lightgbm per round (quartiles)"] == "1.00-1.00"
+    low, high = map(float, cells["tabfm (n_estimators=1)"]["x lightgbm per round (quartiles)"].split("-"))
+    assert 0 < low <= high  # one round here: both quartiles are its ratio
     one, two = float(cells["tabfm (n_estimators=1)"]["GFLOP"]), float(cells["tabfm (n_estimators=2)"]["GFLOP"])
     assert one > 0 and two == pytest.approx(2 * one, rel=0.1)  # members do the same work
     inducing = float(cells['untrained {"attention": {"kind": "inducing"}} (n_estimators=1)']["GFLOP"])
