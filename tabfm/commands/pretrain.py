@@ -134,9 +134,11 @@ def _return_freed_memory() -> None:
     steps from step 21,907 of the classification run, one run alone on 2 threads, took 145 s of
     wall time with 1 MB (90 s of it ``sys``, 38.6M minor faults, 2.1 GB peak RSS), 103 s with
     glibc's dynamic threshold (17 s, 2.6M, 3.6 GB) and 98.5 s with 64 MB (11 s, 1.7M, 3.8 GB), the
-    same losses in all three: 1.5x the steps per hour for ~2 GB more memory. Rerun with
-    ``TABFM_MMAP_THRESHOLD_MB=1`` (or ``0``: glibc's dynamic threshold) against the default and
-    ``--max-steps 15`` from a copy of the state.
+    same losses in all three. Over the next hour of that run, 303 steps per CPU hour against 191
+    before (its ``loss_log.csv``), while its resident size rose to ~10 GB, where it levelled off:
+    room enough for one run on 24 GB. To run several side by side, set
+    ``TABFM_MMAP_THRESHOLD_MB=1`` (``0``: glibc's dynamic threshold); rerun the comparison with
+    ``--max-steps 15`` from copies of one state.
     """
     import ctypes
     import os
