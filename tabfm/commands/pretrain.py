@@ -144,7 +144,11 @@ def _return_freed_memory() -> None:
     import os
     import sys
 
-    megabytes = int(os.environ.get("TABFM_MMAP_THRESHOLD_MB", MMAP_THRESHOLD_MB))
+    text = os.environ.get("TABFM_MMAP_THRESHOLD_MB", str(MMAP_THRESHOLD_MB))
+    try:
+        megabytes = int(text)
+    except ValueError:
+        raise SystemExit(f"TABFM_MMAP_THRESHOLD_MB must be a whole number of MB (0: glibc's own), got {text!r}") from None
     if megabytes <= 0 or not sys.platform.startswith("linux"):
         return
     try:
