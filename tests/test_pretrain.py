@@ -259,6 +259,24 @@ def test__pretrainer__branch_with_fewer_row_blocks__keeps_the_last_block_and_rew
     branch.train(max_steps=3, progress_bar=False)
 
 
+def test__pretrainer__branch_with_fewer_icl_blocks__drops_the_middle_ones_and_rewarms(tmp_path: Path) -> None:
+    six = {**TINY_MODEL, "n_icl_blocks": 6}
+    Pretrainer(_config(model=six), tmp_path / "run").train(max_steps=2, progress_bar=False)
+    old = load_file(str(tmp_path / "run" / "state" / "ema.safetensors"))
+    branch = Pretrainer(_config(model={**TINY_MODEL, "n_icl_blocks": 4}), tmp_path / "run", resume=True)
+    new = branch.ema.state_dict()
+    kept = {0: 0, 1: 1, 2: 4, 3: 5}  # new block -> the state's block: the middle two are dropped
+    assert {k.split(".")[1] for k in new if k.startswith("blocks.")} == {"0", "1", "2", "3"}
+    for name, value in new.items():
+        source = name
+        if name.startswith("blocks."):
+            index, rest = name[len("blocks.") :].split(".", 1)
+            source = f"blocks.{kept[int(index)]}.{rest}"
+        torch.testing.assert_close(value, old[source], msg=name)
+    assert branch.resumed_at == 2
+    branch.train(max_steps=3, progress_bar=False)
+
+
 def test__regression_loss__near_constant_training_target__bounded(tmp_path: Path) -> None:
     """A training target with almost no spread must not explode the loss (seen at 4e12)."""
     torch.manual_seed(0)
