@@ -2,7 +2,7 @@
 
     python -m benchmarks.tabfm_speed [--train 1000] [--test 1000] [--features 20] [--repeats 3]
         [--n-estimators 1,2,8] [--contexts global,mixed,local] [--anchor-rows 4,16]
-        [--linear-features none] [--architectures '{"attention": {"kind": "inducing"}, "n_estimators": 2}']
+        [--linear-features none] [--cell-grids exact,64] [--architectures '{"attention": {"kind": "inducing"}, "n_estimators": 2}']
         [--members-in-turn]
 
 Both run on the same synthetic table with 2 threads; the table prints the median wall time of
@@ -12,8 +12,9 @@ falls on all of them alike) and the ratio to LightGBM's. TabFM runs with each en
 cost in accuracy: ``benchmarks/results/tabfm_ensemble_size.md``), then the default ensemble with
 each other ``context`` of ``--contexts`` (local members run one table per test row), and, for
 ``"local"`` and ``"mixed"``, with each ``local_anchor_rows`` of ``--anchor-rows`` (one table per
-anchor in use), and with each other ``linear_feature`` of ``--linear-features`` (what the ridge
-columns cost). ``--members-in-turn`` adds the default ensemble (and each architecture) with its
+anchor in use), with each other ``linear_feature`` of ``--linear-features`` (what the ridge
+columns cost), and with each other ``cell_grid`` of ``--cell-grids`` (``exact``: every cell
+embedded one by one, as before the tabulated column embedding). ``--members-in-turn`` adds the default ensemble (and each architecture) with its
 members run one after another on all threads, beside the estimator's own schedule (members side
 by side, one thread each: :func:`tabfm.device.map_on_threads`).
 
@@ -150,6 +151,18 @@ def _linear_features(text: str) -> list[str]:
     return _names(text, LINEAR_FEATURES, "linear features")
 
 
+def _cell_grids(text: str) -> list[int | None]:
+    grids: list[int | None] = []
+    for token in (t.strip() for t in text.split(",") if t.strip()):
+        if token == "exact":
+            grids.append(None)
+        elif token.isdigit() and int(token) >= 2:
+            grids.append(int(token))
+        else:
+            raise argparse.ArgumentTypeError(f"cell grids must be 'exact' or integers >= 2, however: {token!r}")
+    return grids
+
+
 def _architectures(text: str) -> list[dict]:
     """Semicolon-separated JSON objects of network overrides (see the module docstring)."""
     from models.icl import ICLConfig
@@ -214,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated linear_feature values besides the default: all, mixed, none",
     )
     parser.add_argument(
+        "--cell-grids",
+        type=_cell_grids,
+        default="",
+        help="comma-separated cell_grid values besides the default: integers >= 2, or exact",
+    )
+    parser.add_argument(
         "--architectures",
         type=_architectures,
         default="",
@@ -270,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         candidates[f"tabfm (linear_feature={linear})"] = lambda v=linear: TabFMClassifier(
             linear_feature=v, device="cpu"
         )
+    for grid in args.cell_grids:
+        if grid == TabFMClassifier().cell_grid:
+            continue
+        candidates[f"tabfm (cell_grid={grid})"] = lambda g=grid: TabFMClassifier(cell_grid=g, device="cpu")
     for spec in args.architectures:
         network = _untrained_network(spec)
         n = spec.get("n_estimators", default)

@@ -23,6 +23,12 @@ stages ignore irrelevant features instead of averaging them (a label-blind embed
 feature selection in the in-context stage alone, and after ~50k tables had not).
 
 The summaries and statistics are what :class:`models.icl.ICLContext` stores for a fitted context.
+
+At inference a cell's embedding depends only on its column (statistics, summaries, categorical
+flag) and its own value, so :meth:`ColumnEmbedding.tabulate` can evaluate it once per column on a
+grid of values over the column's training range (plus the missing cell), and
+:meth:`ColumnEmbedding.embed_from_table` then embeds any number of cells by linear interpolation:
+the cell stage no longer grows with the rows.
 """
 
 from __future__ import annotations
@@ -252,6 +258,51 @@ class ColumnEmbedding(nn.Module):
                 e = block.read(e, s)
             summaries.append(s.unflatten(0, (b, f)))
         return stats, tuple(summaries)
+
+    def _grid_range(self, stats: ColumnStats) -> tuple[Tensor, Tensor]:
+        """``(B, F)`` smallest and largest standardised value a cell can take (see :func:`cell_inputs`)."""
+        low = ((stats.low - stats.mean) / stats.std).clamp(-self.clip_value, self.clip_value)
+        high = ((stats.high - stats.mean) / stats.std).clamp(-self.clip_value, self.clip_value)
+        return low, high
+
+    def tabulate(
+        self, stats: ColumnStats, categorical: Tensor, summaries: tuple[Tensor, ...], n_points: int
+    ) -> Tensor:
+        """Embeddings ``(B, F, n_points + 1, d)`` of ``n_points`` evenly spaced values over each
+        column's training range, then of the column's missing cell (for :meth:`embed_from_table`)."""
+        if n_points < 2:
+            raise ValueError(f"n_points must be >= 2, got n_points={n_points}")
+        low, high = self._grid_range(stats)
+        b, f = low.shape
+        steps = torch.linspace(0.0, 1.0, n_points, dtype=low.dtype, device=low.device)
+        z = torch.cat([low[..., None] + (high - low)[..., None] * steps, low.new_zeros(b, f, 1)], dim=-1)
+        missing = torch.zeros_like(z)
+        missing[..., -1] = 1.0
+        flag = categorical.to(z.dtype)[..., None].expand_as(z)
+        e = self.lift(torch.stack([z, missing, flag], dim=-1)).flatten(0, 1)  # (B*F, n_points + 1, d)
+        for block, s in zip(self.blocks, summaries, strict=True):
+            e = block.read(e, s.flatten(0, 1))
+        return e.unflatten(0, (b, f))
+
+    def embed_from_table(self, x: Tensor, stats: ColumnStats, categorical: Tensor, table: Tensor) -> Tensor:
+        """:meth:`embed` of cells ``(B, R, F)`` interpolated in a :meth:`tabulate` table -> ``(B, F, R, d)``."""
+        channels = cell_inputs(x, stats, categorical, clip_value=self.clip_value)  # (B, F, R, 3)
+        z, missing = channels[..., 0], channels[..., 1] > 0
+        b, f, r = z.shape
+        n_points, d = table.shape[2] - 1, table.shape[3]
+        low, high = self._grid_range(stats)
+        span = (high - low).clamp_min(1e-12)[..., None]
+        position = ((z - low[..., None]) / span * (n_points - 1)).clamp(0, n_points - 1)
+        left = position.floor().clamp(max=n_points - 2)
+        weight = torch.where(missing, 0.0, position - left)[..., None]
+        # Row of the flattened table: the column's block, then the grid point (or the missing cell).
+        first = (torch.arange(b * f, device=x.device) * (n_points + 1)).view(b, f, 1)
+        left = first + torch.where(missing, n_points, left.long())
+        right = torch.where(missing, left, left + 1)
+        rows = table.reshape(-1, d)
+        e_left = rows.index_select(0, left.reshape(-1)).view(b, f, r, d)
+        e_right = rows.index_select(0, right.reshape(-1)).view(b, f, r, d)
+        return torch.lerp(e_left, e_right, weight)
 
     def embed(
         self,

@@ -177,6 +177,10 @@ class ICLContext:
     keys, values : tuple of Tensor
         One ``(B, H, M, dh)`` each per in-context block: every context row (``M = R_train +
         n_thinking_rows``, exact attention) or the pooled inducing summary (``M = n_inducing``).
+    cell_table : Tensor, optional
+        ``(B, F, G + 1, d_cell)`` cell embeddings tabulated over each column's range
+        (:meth:`models.column_embedding.ColumnEmbedding.tabulate`); when present, test cells are
+        interpolated in it instead of embedded one by one.
     """
 
     mean: Tensor
@@ -188,6 +192,7 @@ class ICLContext:
     column_summaries: tuple[Tensor, ...]
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
+    cell_table: Tensor | None = None
 
     def tensors(self) -> dict[str, Tensor]:
         """Flat name -> tensor mapping (e.g. for safetensors or ONNX constants)."""
@@ -202,6 +207,8 @@ class ICLContext:
         for name in ("column_summaries", "keys", "values"):
             for i, t in enumerate(getattr(self, name)):
                 out[f"{name}.{i}"] = t
+        if self.cell_table is not None:
+            out["cell_table"] = self.cell_table
         return out
 
     @classmethod
@@ -222,6 +229,7 @@ class ICLContext:
             column_summaries=seq("column_summaries"),
             keys=seq("keys"),
             values=seq("values"),
+            cell_table=tensors.get("cell_table"),
         )
 
     def pad_features(self, n_features: int) -> ICLContext:
@@ -247,6 +255,7 @@ class ICLContext:
             column_summaries=tuple(pad(t) for t in self.column_summaries),
             keys=self.keys,
             values=self.values,
+            cell_table=None if self.cell_table is None else pad(self.cell_table),
         )
 
     def map(self, fn: Any) -> ICLContext:
@@ -254,7 +263,10 @@ class ICLContext:
         kwargs = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            kwargs[f.name] = tuple(fn(t) for t in value) if isinstance(value, tuple) else fn(value)
+            if isinstance(value, tuple):
+                kwargs[f.name] = tuple(fn(t) for t in value)
+            else:
+                kwargs[f.name] = None if value is None else fn(value)
         return ICLContext(**kwargs)
 
 
@@ -480,9 +492,14 @@ class ICLTransformer(nn.Module):
         categorical: Tensor,
         summaries: tuple[Tensor, ...],
         feature_mask: Tensor,
+        cell_table: Tensor | None = None,
     ) -> Tensor:
-        """Row vectors ``(B, R, D)`` of rows ``(B, R, F)`` against fitted column summaries."""
-        cells = self.column_embedding.embed(x, stats, categorical, summaries)  # (B, F, R, d)
+        """Row vectors ``(B, R, D)`` of rows ``(B, R, F)`` against fitted column summaries (or
+        their tabulated cells)."""
+        if cell_table is None:
+            cells = self.column_embedding.embed(x, stats, categorical, summaries)  # (B, F, R, d)
+        else:
+            cells = self.column_embedding.embed_from_table(x, stats, categorical, cell_table)
         return self.row_encoder(cells, feature_mask)
 
     # ---------------------------------------------------------------- inference
@@ -494,6 +511,7 @@ class ICLTransformer(nn.Module):
         feature_mask: Tensor | None = None,
         categorical: Tensor | None = None,
         row_chunk_size: int | None = 8192,
+        cell_grid: int | None = None,
     ) -> ICLContext:
         """Summarise the training rows: a pure function of the weights and ``(x_train, y_train)``.
 
@@ -509,6 +527,11 @@ class ICLTransformer(nn.Module):
             Without gradients, the row-wise stages (cell embedding, row interaction) run on this
             many training rows at a time, which bounds their memory; the result is the same.
             ``None``: all rows at once. Ignored when gradients are enabled.
+        cell_grid : int, optional
+            Tabulate each column's cell embedding at this many values over its training range
+            and interpolate every cell, training or test, in that table (stored in the context):
+            the cell stage then costs ``F * (cell_grid + 1)`` embeddings however many rows are
+            embedded, at a small approximation error. ``None``: every cell exactly.
 
         Returns
         -------
@@ -524,7 +547,9 @@ class ICLTransformer(nn.Module):
         column_labels = None
         if self.column_label_embedding is not None:
             column_labels = self._embed_labels(y_train, self.column_label_embedding)  # (B, R_train, d)
-        if row_chunk_size is None or torch.is_grad_enabled() or n_rows <= row_chunk_size:
+        whole = row_chunk_size is None or torch.is_grad_enabled() or n_rows <= row_chunk_size
+        cell_table = None
+        if cell_grid is None and whole:
             cells, stats, summaries = self.column_embedding.embed_train(
                 x_train, categorical, column_labels
             )
@@ -533,16 +558,20 @@ class ICLTransformer(nn.Module):
             stats, summaries = self.column_embedding.summarize(
                 x_train, categorical, column_labels
             )
+            if cell_grid is not None:
+                cell_table = self.column_embedding.tabulate(stats, categorical, summaries, cell_grid)
+            chunk = max(n_rows, 1) if whole else row_chunk_size
             rows = torch.cat(
                 [
                     self._rows(
-                        x_train[:, i : i + row_chunk_size],
+                        x_train[:, i : i + chunk],
                         stats,
                         categorical,
                         summaries,
                         feature_mask,
+                        cell_table,
                     )
-                    for i in range(0, n_rows, row_chunk_size)
+                    for i in range(0, max(n_rows, 1), chunk)
                 ],
                 dim=1,
             )
@@ -565,6 +594,7 @@ class ICLTransformer(nn.Module):
             column_summaries=summaries,
             keys=tuple(keys),
             values=tuple(values),
+            cell_table=cell_table,
         )
 
     def predict_from_context(
@@ -589,6 +619,7 @@ class ICLTransformer(nn.Module):
             context.categorical,
             context.column_summaries,
             context.feature_mask,
+            context.cell_table,
         )  # (B, R_test, D)
         key_mask = None
         if focus_rows is not None:

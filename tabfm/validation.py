@@ -91,10 +91,12 @@ def evaluate_on_real_data(network: object, task: str, data_dir: str | Path) -> d
 
     cls = TabFMClassifier if task == "classification" else TabFMRegressor
     # Global contexts and ridge columns on every member, whatever the estimators' defaults: the
-    # protocol stays fixed across sessions, and local members would multiply its time.
+    # protocol stays fixed across sessions, and local members would multiply its time. Every cell
+    # is embedded exactly, as when the earlier validations were scored.
     return score_estimator(
         lambda: cls(
-            checkpoint=network, n_estimators=N_MEMBERS, context="global", linear_feature="all", linear_basis="linear", random_state=0, device="cpu"
+            checkpoint=network, n_estimators=N_MEMBERS, context="global", linear_feature="all", linear_basis="linear",
+            cell_grid=None, random_state=0, device="cpu"
         ),
         task,
         data_dir,

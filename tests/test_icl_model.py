@@ -594,3 +594,72 @@ def test_hybrid_network__test_rows_independent_and_training_order_invariant():
     torch.testing.assert_close(model(torch.cat([x[:, perm], x[:, 12:]], dim=1), y[:, perm]), out, atol=1e-5, rtol=1e-5)
     alone = model(torch.cat([x[:, :12], x[:, 12:13]], dim=1), y)
     torch.testing.assert_close(alone[:, 0], out[:, 0], atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------ tabulated cell embeddings
+def _column_inputs(model: ICLTransformer, x_train, y, categorical):
+    _, categorical = model._masks(x_train, None, categorical)
+    labels = model._embed_labels(y, model.column_label_embedding)
+    stats, summaries = model.column_embedding.summarize(x_train, categorical, labels)
+    return stats, categorical, summaries
+
+
+def test_cell_table__cells_on_grid_points_and_missing__equal_exact_embedding():
+    model = labelled_model()
+    x, y = tiny_batch(n_train=20)
+    x[0, 3, 1] = float("nan")
+    categorical = torch.tensor([[False, True, False], [False, False, False]])
+    ce = model.column_embedding
+    with torch.no_grad():
+        stats, categorical, summaries = _column_inputs(model, x[:, :20], y, categorical)
+        table = ce.tabulate(stats, categorical, summaries, 9)
+        # Cells exactly on the grid: the column's training minimum, maximum and the points between.
+        low, high = stats.low[:, None, :], stats.high[:, None, :]
+        on_grid = low + (high - low) * torch.linspace(0, 1, 9)[None, :, None]  # (B, 9, F)
+        on_grid[0, 4, 2] = float("nan")
+        torch.testing.assert_close(
+            ce.embed_from_table(on_grid, stats, categorical, table),
+            ce.embed(on_grid, stats, categorical, summaries),
+            atol=1e-5, rtol=1e-5,
+        )
+
+
+def test_cell_table__fine_grid__close_to_exact_coarse_grid__further():
+    model = labelled_model()
+    x, y = tiny_batch(n_train=40, n_test=200)
+    ce = model.column_embedding
+    with torch.no_grad():
+        stats, categorical, summaries = _column_inputs(model, x[:, :40], y, None)
+        exact = ce.embed(x[:, 40:], stats, categorical, summaries)
+        errors = [
+            (ce.embed_from_table(x[:, 40:], stats, categorical, ce.tabulate(stats, categorical, summaries, n)) - exact)
+            .abs()
+            .max()
+            for n in (4, 256)
+        ]
+    assert errors[1] < 1e-3 * exact.abs().max() and errors[1] < errors[0] / 20
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encode_context__cell_grid__predictions_close_to_exact_and_test_rows_independent(kind):
+    model = labelled_model()
+    if kind == "inducing":
+        model = tiny_model("inducing")
+    x, y = tiny_batch(n_train=30, n_test=20)
+    with torch.no_grad():
+        exact = model.predict_from_context(model.encode_context(x[:, :30], y), x[:, 30:])
+        context = model.encode_context(x[:, :30], y, cell_grid=256, row_chunk_size=7)
+        assert context.cell_table.shape == (2, 3, 257, model.config.d_cell)
+        tabulated = model.predict_from_context(context, x[:, 30:])
+        subset = model.predict_from_context(context, x[:, 33:35])
+        rebuilt = ICLContext.from_tensors(context.tensors())
+        torch.testing.assert_close(model.predict_from_context(rebuilt, x[:, 30:]), tabulated)
+    torch.testing.assert_close(tabulated, exact, atol=1e-3, rtol=0)
+    torch.testing.assert_close(subset, tabulated[:, 3:5], atol=1e-6, rtol=1e-6)
+
+
+def test_cell_table__fewer_than_two_points__raises_value_error():
+    model = tiny_model()
+    x, y = tiny_batch()
+    with pytest.raises(ValueError, match="n_points"):
+        model.encode_context(x[:, :12], y, cell_grid=1)

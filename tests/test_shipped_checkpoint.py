@@ -144,3 +144,20 @@ def test__save_checkpoint__readable_by_all_like_any_shipped_file(tmp_path) -> No
     path = save_checkpoint(tmp_path / "net.safetensors", network, card={"model": "tiny"})
     assert path.stat().st_mode & 0o777 == 0o644
     assert path.with_suffix(".json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("cls", [TabFMClassifier, TabFMRegressor])
+def test__cell_grid__default__close_to_every_cell_exact(cls) -> None:
+    """The tabulated column embedding is an approximation: it must stay far below what moves a score."""
+    X, y = load_breast_cancer(return_X_y=True)
+    if cls is TabFMRegressor:
+        y = X[:, 0] * 3 + X[:, 1]
+    kwargs = {"context": "global"} if cls is TabFMRegressor else {}  # local members embed exactly anyway
+    tabulated = cls(**kwargs).fit(X[:300], y[:300])
+    exact = cls(cell_grid=None, **kwargs).fit(X[:300], y[:300])
+    assert all(c.cell_table is not None for c in tabulated.contexts_)
+    assert all(c.cell_table is None for c in exact.contexts_)
+    if cls is TabFMClassifier:
+        np.testing.assert_allclose(tabulated.predict_proba(X[300:]), exact.predict_proba(X[300:]), atol=1e-3)
+    else:
+        np.testing.assert_allclose(tabulated.predict(X[300:]), exact.predict(X[300:]), atol=1e-3 * np.std(y))

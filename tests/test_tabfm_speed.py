@@ -16,7 +16,7 @@ from benchmarks import tabfm_speed
 def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     out = tmp_path / "speed.md"
     argv = ["--train", "40", "--test", "10", "--features", "4", "--repeats", "1", "--n-estimators", "1,2", "--contexts", "global,mixed",
-            "--anchor-rows", "8", "--linear-features", "none",
+            "--anchor-rows", "8", "--linear-features", "none", "--cell-grids", "exact",
             "--architectures", '{"attention": {"kind": "inducing"}, "n_estimators": 1}', "--members-in-turn", "--out", str(out)]
     assert tabfm_speed.main(argv) == 0
     text = out.read_text()
@@ -24,7 +24,7 @@ def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
     names = [row.split("|")[1].strip() for row in rows]
     assert names == ["lightgbm", "tabfm (n_estimators=1)", "tabfm (n_estimators=2)", "tabfm (default, n_estimators=4)",
                      "tabfm (context=global)", "tabfm (context=mixed)", "tabfm (context=mixed, local_anchor_rows=8)",
-                     "tabfm (linear_feature=none)", 'untrained {"attention": {"kind": "inducing"}} (n_estimators=1)',
+                     "tabfm (linear_feature=none)", "tabfm (cell_grid=None)", 'untrained {"attention": {"kind": "inducing"}} (n_estimators=1)',
                      "tabfm (default, n_estimators=4), members in turn",
                      'untrained {"attention": {"kind": "inducing"}} (n_estimators=1), members in turn']
     header = [c.strip() for c in text.split("| model |")[1].splitlines()[0].split("|")]
@@ -44,6 +44,7 @@ def test_tabfm_speed__tiny_table__rows_for_each_size_and_the_default(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--n-estimators", "0"], ["--contexts", "nearest"], ["--linear-features", "yes"],
+                                  ["--cell-grids", "1"], ["--cell-grids", "fine"],
                                   ["--architectures", '{"n_blocks": 2}'], ["--architectures", "[1, 2]"], ["--architectures", "{"]])
 def test_tabfm_speed__bad_option__usage_error(argv):
     with pytest.raises(SystemExit):
