@@ -294,7 +294,7 @@ class ColumnEmbedding(nn.Module):
         span = (high - low).clamp_min(1e-12)[..., None]
         position = ((z - low[..., None]) / span * (n_points - 1)).clamp(0, n_points - 1)
         left = position.floor().clamp(max=n_points - 2)
-        weight = torch.where(missing, 0.0, position - left)[..., None]
+        weight = torch.where(missing, 0.0, position - left)[..., None].to(table.dtype)
         # Row of the flattened table: the column's block, then the grid point (or the missing cell).
         first = (torch.arange(b * f, device=x.device) * (n_points + 1)).view(b, f, 1)
         left = first + torch.where(missing, n_points, left.long())
