@@ -306,26 +306,35 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     return {k: t.float() if t.is_floating_point() else t for k, t in load_file(str(path)).items()}
 
 
+def _block_indices(weights: dict[str, torch.Tensor], prefix: str) -> list[int]:
+    return sorted({int(k[len(prefix) :].split(".")[0]) for k in weights if k.startswith(prefix)})
+
+
+def _keep_blocks(weights: dict[str, torch.Tensor], prefix: str, keep: list[int]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weights with only blocks ``keep`` under ``prefix``, renumbered 0, 1, ... in that order;
+    also returns the renamed keys."""
+    out, renamed = {}, []
+    for key, value in weights.items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix) :].split(".", 1)
+            if int(index) not in keep:
+                continue
+            key = f"{prefix}{keep.index(int(index))}.{rest}"
+            renamed.append(key)
+        out[key] = value
+    return out, renamed
+
+
 def _keep_last_row_blocks(weights: dict[str, torch.Tensor], n_blocks: int) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Weights of a network with more row-interaction blocks than ``n_blocks``, cut to its last
     ``n_blocks``: the last block is the one whose CLS tokens become the row vector, so a cheaper
     branch keeps it and drops the first ones. Returns the weights and the renamed keys."""
     prefix = "row_encoder.blocks."
-    have = {int(k[len(prefix) :].split(".")[0]) for k in weights if k.startswith(prefix)}
-    drop = len(have) - n_blocks
-    if drop <= 0:
+    have = _block_indices(weights, prefix)
+    if len(have) <= n_blocks:
         return weights, []
-    out, renamed = {}, []
-    for key, value in weights.items():
-        if key.startswith(prefix):
-            index, rest = key[len(prefix) :].split(".", 1)
-            if int(index) < drop:
-                continue
-            key = f"{prefix}{int(index) - drop}.{rest}"
-            renamed.append(key)
-        out[key] = value
-    logger.warning("row interaction: the state's first %d of %d blocks are dropped", drop, len(have))
-    return out, renamed
+    logger.warning("row interaction: the state's first %d of %d blocks are dropped", len(have) - n_blocks, len(have))
+    return _keep_blocks(weights, prefix, have[len(have) - n_blocks :])
 
 
 def _drop_middle_icl_blocks(weights: dict[str, torch.Tensor], n_blocks: int) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -336,22 +345,13 @@ def _drop_middle_icl_blocks(weights: dict[str, torch.Tensor], n_blocks: int) -> 
     0.8944 (0, 3, 4, 5), 0.8910 (1, 2, 4, 5) and 0.8834 (0, 1, 2, 5); all six: 0.8987. Returns the
     weights and the renamed keys (a cheaper student, distilled from there)."""
     prefix = "blocks."
-    have = sorted({int(k[len(prefix) :].split(".")[0]) for k in weights if k.startswith(prefix)})
+    have = _block_indices(weights, prefix)
     if len(have) <= n_blocks:
         return weights, []
     front = n_blocks // 2
     keep = have[:front] + have[len(have) - (n_blocks - front) :]
-    out, renamed = {}, []
-    for key, value in weights.items():
-        if key.startswith(prefix):
-            index, rest = key[len(prefix) :].split(".", 1)
-            if int(index) not in keep:
-                continue
-            key = f"{prefix}{keep.index(int(index))}.{rest}"
-            renamed.append(key)
-        out[key] = value
     logger.warning("in-context blocks: the state's blocks %s of %d are kept", keep, len(have))
-    return out, renamed
+    return _keep_blocks(weights, prefix, keep)
 
 
 def _load_grown(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
