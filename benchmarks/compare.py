@@ -8,8 +8,10 @@ dataset, on the datasets where the base and every compared model have one. Each 
 printed with its mean, its mean difference to the base, how many datasets it beat and lost by more
 than ``--tolerance``, and its largest gains and losses. ``--before`` compares the base's rows in an
 earlier results file (a committed one: ``git show REV:path > earlier.csv``) with those in
-RESULTS.csv, for example the same estimator before and after a new checkpoint. The last line is
-the mean of the per-dataset best of all compared columns: what choosing per dataset would reach.
+RESULTS.csv, for example the same estimator before and after a new checkpoint, on the splits
+(dataset and seed) that both files hold, so that a six-seed earlier file pairs with a three-seed
+new one. The last line is the mean of the per-dataset best of all compared columns: what choosing
+per dataset would reach.
 """
 
 from __future__ import annotations
@@ -22,8 +24,23 @@ import pandas as pd
 from benchmarks.report import CLASSIFICATION, dataset_scores
 
 
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"dataset": str, "model": str, "error": str})
+
+
 def _scores(path: Path, models: list[str]) -> pd.DataFrame:
-    return dataset_scores(pd.read_csv(path, dtype={"dataset": str, "model": str, "error": str}), models)
+    return dataset_scores(_read(path), models)
+
+
+def _common_splits(now: pd.DataFrame, before: pd.DataFrame, base: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both files' rows cut to the (dataset, seed) splits on which the base has a row in each."""
+    splits = [set(zip(f.loc[f["model"] == base, "dataset"], f.loc[f["model"] == base, "seed"], strict=True)) for f in (now, before)]
+    common = splits[0] & splits[1]
+
+    def cut(f: pd.DataFrame) -> pd.DataFrame:
+        return f[[(d, s) in common for d, s in zip(f["dataset"], f["seed"], strict=True)]]
+
+    return cut(now), cut(before)
 
 
 def paired(scores: pd.DataFrame, base: str, tolerance: float) -> pd.DataFrame:
@@ -55,13 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    now = _scores(args.results, [args.base, *models])
+    rows = _read(args.results)
+    if args.before is not None:
+        rows, before_rows = _common_splits(rows, _read(args.before), args.base)
+    now = dataset_scores(rows, [args.base, *models])
     if args.task is not None:
         cls = now["task"].isin(CLASSIFICATION)
         now = now[cls if args.task == "classification" else ~cls]
     scores = now[[args.base, *models]]
     if args.before is not None:
-        before = _scores(args.before, [args.base])[args.base].rename(f"{args.base} (before)")
+        before = dataset_scores(before_rows, [args.base])[args.base].rename(f"{args.base} (before)")
         scores = pd.concat([before.reindex(scores.index), scores], axis=1)
         base = before.name
     else:

@@ -35,3 +35,14 @@ def test__compare__counts_ties_best_of_and_before(tmp_path: Path, capsys: pytest
     compare.main([str(now), "--base", "base", "--before", str(before)])
     out = capsys.readouterr().out
     assert "base (before)" in out and "3 datasets" in out
+
+
+def test__compare__before_with_more_seeds__pairs_the_common_splits(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    now = tmp_path / "now.csv"
+    before = tmp_path / "before.csv"
+    pd.DataFrame(_rows("base", {"c1": 0.80})).to_csv(now, index=False)  # seeds 0, 1
+    extra = [{**row, "seed": 2, "roc_auc": 0.10} for row in _rows("base", {"c1": 0.0})[:1]]  # a third seed, far off
+    pd.DataFrame(_rows("base", {"c1": 0.70}) + extra).to_csv(before, index=False)
+    compare.main([str(now), "--base", "base", "--before", str(before)])
+    out = capsys.readouterr().out
+    assert "c1 +0.1000" in out  # 0.80 against 0.70: seed 2 of the earlier file (0.10) is left out
