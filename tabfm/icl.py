@@ -216,9 +216,9 @@ class _TabFMBase(TabularEstimator):
             _check_choice(name, getattr(self, name), allowed)
         _check_positive_int("local_rows", self.local_rows)
         _check_positive_int("local_anchor_rows", self.local_anchor_rows, allow_none=True)
-        _check_positive_int("cell_grid", self.cell_grid, allow_none=True)
-        if self.cell_grid is not None and self.cell_grid < 2:
-            raise TabFMValidationError(f"cell_grid must be at least 2 or None, however: cell_grid={self.cell_grid!r}")
+        grid = self.cell_grid
+        if grid is not None and not (isinstance(grid, (int, np.integer)) and not isinstance(grid, bool) and grid >= 2):
+            raise TabFMValidationError(f"cell_grid must be an integer of at least 2 or None, however: cell_grid={grid!r}")
         self.network_ = self._load_network()
         if self.max_context_rows is not None and len(X_enc) > self.max_context_rows:
             keep = self._context_subsample(y_enc, rng)
