@@ -104,6 +104,31 @@ class NeighbourIndex:
         parts = [self._query(X_enc[i : i + chunk_size]) for i in range(0, len(X_enc), chunk_size)]
         return np.concatenate(parts) if parts else np.empty((0, self.k_), dtype=np.int64)
 
+    def vote_log_loss(self, labels: np.ndarray, n_classes: int, sizes: list[int], chunk_size: int = 512) -> np.ndarray:
+        """``(len(sizes),)`` leave-one-out log-loss of the ``k``-nearest-neighbour vote of the
+        training rows' ``labels`` (``(n,)`` class indices), for each ``k`` in ``sizes``: each row is
+        predicted from the class counts of its ``k`` nearest other rows plus one uniform pseudo-row.
+
+        A small ``k`` wins where classes are locally sharp (rule-like tables), a large one where
+        the labels are noisy; it is how the classifier picks a tight neighbourhood size.
+        """
+        labels = np.asarray(labels, dtype=np.int64)
+        n = len(labels)
+        k_max = max(sizes)
+        if not 0 < k_max < n:
+            raise ValueError(f"neighbourhood sizes {sizes} must lie in 1..{n - 1} (training rows less one)")
+        onehot = np.eye(n_classes)[labels]
+        totals = np.zeros(len(sizes))
+        for start in range(0, n, chunk_size):
+            rows = torch.arange(start, min(start + chunk_size, n))
+            nearest = exact_search(self.points_[rows], self.points_, k_max, exclude=rows).numpy()
+            counts = np.cumsum(onehot[nearest], axis=1)  # (b, k_max, C): votes of the first k rows
+            own = labels[rows.numpy()]
+            for i, k in enumerate(sizes):
+                p = (counts[np.arange(len(own)), k - 1, own] + 1.0 / n_classes) / (k + 1)
+                totals[i] -= np.log(p).sum()
+        return totals / n
+
     def _query(self, X_enc: np.ndarray) -> np.ndarray:
         if self.anchors_ is None:
             return exact_search(self._embed_query(X_enc), self.points_, self.k_).numpy()

@@ -167,7 +167,7 @@ def test__checkpoint__float16_roundtrip__same_config_close_weights(tmp_path: Pat
     "bad",
     [
         {"n_estimators": 0}, {"softmax_temperature": -1.0}, {"numeric_transform": "log"},
-        {"categorical_transform": "ordinal"}, {"cell_grid": 1}, {"cell_grid": 2.5},
+        {"categorical_transform": "ordinal"}, {"cell_grid": 1}, {"cell_grid": 2.5}, {"local_rows_min": 0},
     ],
 )
 def test__classifier__bad_parameters__error_names_them(cls_ckpt: Path, bad: dict) -> None:

@@ -428,3 +428,49 @@ def test__focused_context__inducing_network__focuses_only_in_its_exact_last_bloc
     model.network_.predict_from_context = lambda c, x, **kw: calls.append(kw.get("focus_blocks")) or original(c, x, **kw)
     model.predict_proba(X[100:])
     assert set(calls) == ({None} if focus_blocks is None else {None, focus_blocks})
+
+
+def test__vote_log_loss__a_direct_count_without_the_row_itself_and_tight_wins_on_sharp_classes() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, size=(400, 1))
+    stripes = (np.floor(X[:, 0] * 8) % 2).astype(int)  # classes alternate every 0.125: locally sharp
+    noise = rng.integers(0, 2, size=400)  # labels unrelated to X
+    index = NeighbourIndex(np.zeros(1, bool), np.zeros(1, int)).fit(X, 64)
+    sizes = [4, 16, 64]
+    points = index.points_.numpy().astype(np.float64)
+    distances = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)  # a row never votes for itself
+    order = np.argsort(distances, axis=1)
+    for labels in (stripes, noise):
+        expected = []
+        for k in sizes:
+            same = (labels[order[:, :k]] == labels[:, None]).sum(1)
+            expected.append(-np.log((same + 0.5) / (k + 1)).mean())
+        np.testing.assert_allclose(index.vote_log_loss(labels, 2, sizes), expected, rtol=1e-6)
+    assert np.argmin(index.vote_log_loss(stripes, 2, sizes)) == 0
+    assert np.argmin(index.vote_log_loss(noise, 2, sizes)) == 2
+    with pytest.raises(ValueError, match=r"1\.\.399"):
+        index.vote_log_loss(stripes, 2, [400])
+
+
+@pytest.mark.parametrize(("sharp", "expected"), [(True, 16), (False, 64)])
+def test__local_rows_min__the_second_focused_member_reads_the_nearest_rows_the_vote_prefers(
+    ckpts: dict[str, Path], sharp: bool, expected: int, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1, 1, size=(330, 2))
+    y = (np.floor(X[:, 0] * 3) % 2).astype(int) if sharp else rng.integers(0, 2, size=330)
+    params = dict(checkpoint=ckpts["classification"], n_estimators=4, random_state=0)
+    model = TabFMClassifier(local_rows=64, local_rows_min=16, **params).fit(X[:300], y[:300])
+    assert [m.neighbourhood for m in model.members_] == [None, None, expected, None]
+    # the tight member reads the same rows as a model whose neighbourhoods are that small
+    small = TabFMClassifier(local_rows=expected, local_rows_min=None, **params).fit(X[:300], y[:300])
+    X_test = model._transform(X[300:])
+    np.testing.assert_allclose(model._all_member_logits(X_test)[2], small._all_member_logits(X_test)[2], rtol=1e-5, atol=1e-6)
+    # and the others read local_rows, as without the choice
+    wide = TabFMClassifier(local_rows=64, local_rows_min=None, **params).fit(X[:300], y[:300])
+    assert all(m.neighbourhood is None for m in wide.members_)
+    np.testing.assert_allclose(model._all_member_logits(X_test)[1], wide._all_member_logits(X_test)[1], rtol=1e-5, atol=1e-6)
+    loaded = TabFMClassifier.load(model.save(tmp_path / "tight"), device="cpu")
+    assert [m.neighbourhood for m in loaded.members_] == [None, None, expected, None]
+    np.testing.assert_allclose(loaded.predict_proba(X[300:]), model.predict_proba(X[300:]), rtol=1e-5, atol=1e-6)
