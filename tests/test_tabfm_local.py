@@ -441,12 +441,13 @@ def test__vote_log_loss__a_direct_count_without_the_row_itself_and_tight_wins_on
     distances = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(distances, np.inf)  # a row never votes for itself
     order = np.argsort(distances, axis=1)
+    spread = np.linspace(0, 399, 100).round().astype(int)  # the rows scored with max_rows=100
     for labels in (stripes, noise):
-        expected = []
-        for k in sizes:
-            same = (labels[order[:, :k]] == labels[:, None]).sum(1)
-            expected.append(-np.log((same + 0.5) / (k + 1)).mean())
+        same = {k: (labels[order[:, :k]] == labels[:, None]).sum(1) for k in sizes}
+        expected = [-np.log((same[k] + 0.5) / (k + 1)).mean() for k in sizes]
         np.testing.assert_allclose(index.vote_log_loss(labels, 2, sizes), expected, rtol=1e-6)
+        expected = [-np.log((same[k][spread] + 0.5) / (k + 1)).mean() for k in sizes]
+        np.testing.assert_allclose(index.vote_log_loss(labels, 2, sizes, max_rows=100), expected, rtol=1e-6)
     assert np.argmin(index.vote_log_loss(stripes, 2, sizes)) == 0
     assert np.argmin(index.vote_log_loss(noise, 2, sizes)) == 2
     with pytest.raises(ValueError, match=r"1\.\.399"):
