@@ -1039,16 +1039,16 @@ class TabFMRegressor(TabularRegressor, _TabFMBase):
 
     def _member_distributions(self, X_enc: np.ndarray) -> list[_MemberDistribution]:
         neighbours = self._neighbours(X_enc)
-        affine: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+        affine: dict[tuple[bool, int | None], tuple[torch.Tensor, torch.Tensor]] = {}
         warp = _QuantileWarp(self.target_quantiles_, self.y_mean_, self.y_std_) if self.target_quantiles_ is not None else None
         out = []
         for member, member_logits in zip(self.members_, self._all_member_logits(X_enc, neighbours), strict=True):
             logits = torch.as_tensor(member_logits).double() / self.softmax_temperature
             shift, scale = 0.0, 1.0  # global and focused members bin the member's own global scale
             if member.local:
-                kind = member.target_quantile
+                kind = (member.target_quantile, member.neighbourhood)  # the rows its context held
                 if kind not in affine:
-                    s, c = self._local_affine(self._member_targets(member)[neighbours])
+                    s, c = self._local_affine(self._member_targets(member)[neighbours[:, : member.neighbourhood]])
                     affine[kind] = (torch.as_tensor(s)[:, None], torch.as_tensor(c)[:, None])  # (n, 1)
                 shift, scale = affine[kind]
             out.append(_MemberDistribution(logits, shift, scale, warp if member.target_quantile else None))

@@ -475,3 +475,17 @@ def test__local_rows_min__the_second_focused_member_reads_the_nearest_rows_the_v
     loaded = TabFMClassifier.load(model.save(tmp_path / "tight"), device="cpu")
     assert [m.neighbourhood for m in loaded.members_] == [None, None, expected, None]
     np.testing.assert_allclose(loaded.predict_proba(X[300:]), model.predict_proba(X[300:]), rtol=1e-5, atol=1e-6)
+
+
+def test__regressor__a_local_member_reading_fewer_rows_maps_back_with_their_spread(ckpts: dict[str, Path]) -> None:
+    X, y = _regression(150)
+    params = dict(checkpoint=ckpts["regression"], n_estimators=2, context="local", random_state=0)
+    wide = TabFMRegressor(local_rows=40, **params).fit(X[:120], y[:120])
+    small = TabFMRegressor(local_rows=20, **params).fit(X[:120], y[:120])
+    wide.members_[1].neighbourhood = 20  # member 1 now reads the 20 nearest rows of the 40
+    X_test = wide._transform(X[120:])
+    bar = wide.network_.bar_distribution.cpu()
+    got = [d.mean(bar).numpy() for d in wide._member_distributions(X_test)]
+    want = [d.mean(bar).numpy() for d in small._member_distributions(X_test)]
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-4)
+    assert not np.allclose(got[0], want[0], atol=1e-2)  # member 0 still reads 40
