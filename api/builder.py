@@ -63,6 +63,8 @@ def make_estimator(kind: str, task: str, params: dict[str, Any], settings: Setti
         if not Path(checkpoint).is_file():
             raise CheckpointMissing(f"the server has no TabFM {task} checkpoint ({checkpoint}); ask its operator")
         params["checkpoint"] = str(checkpoint)
+        if task == "regression" and "local_rows_min" in params:
+            raise TabFMValidationError("local_rows_min applies to classification only; leave it out for regression")
         # The schema's defaults, not the library's, for the rows a test row reads: global contexts,
         # which onnxruntime serves, where the library's estimators default to members that read each
         # test row's neighbours (torch only).

@@ -68,6 +68,14 @@ class TabFMParams(_Params):
         "'auto' for regression and 'linear' for classification",
     )
     local_rows: int = Field(128, ge=8, le=2048)
+    local_rows_min: int | None = Field(
+        32,
+        ge=1,
+        le=2048,
+        description="classification only: with 'focused', every second focused member reads the neighbourhood "
+        "size from this up to local_rows (doubling) whose leave-one-out k-NN vote of the training labels is best; "
+        "null: all read local_rows",
+    )
     local_anchor_rows: int | None = Field(
         None,
         ge=1,

@@ -364,7 +364,7 @@ def test__create__absent_target__422_names_field(client: Any, frame: pd.DataFram
      ("tabfm", {"context": "nearest"}, "context"), ("tabfm", {"local_rows": 4}, "local_rows"),
      ("tabfm", {"linear_feature": "yes"}, "linear_feature"), ("tabfm", {"linear_basis": "spline"}, "linear_basis"),
      ("tabfm", {"local_anchor_rows": 0}, "local_anchor_rows"), ("tabfm", {"local_anchor_rows": "all"}, "local_anchor_rows"),
-     ("tabfm", {"local_metric": "cosine"}, "local_metric")],
+     ("tabfm", {"local_metric": "cosine"}, "local_metric"), ("tabfm", {"local_rows_min": 0}, "local_rows_min")],
 )
 def test__create__bad_params__422_names_field(client: Any, frame: pd.DataFrame, kind: str, params: Any, field: str) -> None:
     r = client.post("/v1/models", params={"target": "label", "kind": kind, "params": json.dumps(params)},
@@ -597,3 +597,21 @@ def test__make_estimator__null_or_omitted_option__the_library_default_for_the_ta
     settings = make_settings(tmp_path / "store", tiny_checkpoints(tmp_path))
     for params in ({name: given}, {} if given is None else {name: given}):
         assert getattr(make_estimator("tabfm", task, parse_params("tabfm", json.dumps(params)), settings), name) == expected
+
+
+def test__local_rows_min__classification_default_null_or_value_and_refused_for_regression(
+    client: Any, frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    from api.builder import make_estimator, parse_params
+
+    settings = make_settings(tmp_path / "store", tiny_checkpoints(tmp_path))
+
+    def build(task: str, params: dict) -> Any:
+        return make_estimator("tabfm", task, parse_params("tabfm", json.dumps(params)), settings)
+
+    assert build("classification", {}).local_rows_min == 32  # the library's default
+    assert build("classification", {"local_rows_min": None}).local_rows_min is None
+    assert build("classification", {"local_rows_min": 16}).local_rows_min == 16
+    r = client.post("/v1/models", params={"target": "value", "kind": "tabfm", "params": json.dumps({"local_rows_min": 16})},
+                    content=frame.drop(columns="label").to_csv(index=False), headers=CSV)
+    assert r.status_code == 422 and "local_rows_min applies to classification only" in _detail(r)
