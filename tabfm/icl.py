@@ -12,7 +12,8 @@ categorical columns (``categorical_transform``: their codes, or one 0/1 column p
 ``context``, by the rows a test row reads: a local member runs each test row with its nearest
 training rows as the whole context, instead of against the cached summary of all of them, and a
 focused member reads the cached summary of all of them but, in its last in-context blocks, only
-the rows of its neighbourhood. Their probabilities are averaged. With more classes than the network's outputs, each
+the rows of its neighbourhood (in the classifier, every second focused member a neighbourhood
+sized at fit by a k-NN vote of the training labels). Their probabilities are averaged. With more classes than the network's outputs, each
 member sees a random balanced grouping of the classes (an error-correcting output code) and
 class scores are decoded from the sum of the members' log-probabilities.
 """
