@@ -124,8 +124,8 @@ class NeighbourIndex:
         q = torch.as_tensor(rows)
         dist = (points[q] @ points.T).mul_(-2.0).add_(squares[q, None]).add_(squares)  # (r, n) squared
         dist[torch.arange(len(rows)), q] = torch.inf  # a row never votes for itself
-        # A plain top-k: ties need not go to the lowest index as in exact_search (nothing here is
-        # exported), and sorting only the k_max kept rows is several times faster.
+        # A plain top-k rather than exact_search: ties need not go to the lowest index (nothing
+        # here is exported), which saves its tie pass, and only the k_max kept rows are sorted.
         values, nearest = dist.topk(k_max, dim=1, largest=False, sorted=False)
         nearest = nearest.gather(1, values.argsort(dim=1)).numpy()
         same = np.cumsum(labels[nearest] == labels[rows, None], axis=1)  # (r, k_max): own-class votes
